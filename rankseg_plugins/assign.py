@@ -18,17 +18,30 @@ import torch
 from .options import Options
 
 
-def _increment_scores(P: torch.Tensor, mu: torch.Tensor, m: torch.Tensor, t: torch.Tensor, opts: Options) -> torch.Tensor:
-    """Scores ``(C, n)`` of giving each of ``n`` pixels with class probabilities ``P (C, n)`` to each class."""
-    s = opts.smooth
-    P = P.double()
-    m, t, mu = (v.to(P.device, torch.float64)[:, None] for v in (m, t, mu))
-    if opts.metric == "dice":
-        D = t + mu + 1.0 + s
-        return 2.0 * ((m + P + s) / (D + 1.0) - (m + s) / D)
-    D = t + mu - m + s
-    current = torch.where(D > 0, (m + s) / D.clamp_min(1e-300), torch.zeros_like(D))
-    return (m + P + s) / (D - P + 1.0) - current
+def _best_increment(P: torch.Tensor, mu: torch.Tensor, m: torch.Tensor, t: torch.Tensor, opts: Options) -> torch.Tensor:
+    """Index of the class with the largest increment score for each column of ``P (C, n)`` (first on ties).
+
+    A running maximum over the classes, so no ``(C, n)`` score matrix is built; per-class constants are float64.
+    """
+    s, dice = opts.smooth, opts.metric == "dice"
+    label_dtype = torch.int16 if P.shape[0] < 2**15 else torch.int32
+    labels = torch.zeros(P.shape[1], dtype=label_dtype, device=P.device)
+    best = None
+    for c in range(P.shape[0]):
+        mc, tc, muc = m[c].item() + s, t[c].item(), mu[c].item()
+        if dice:  # affine in p: 2 p / (D + 1) + 2 (m + s) (1 / (D + 1) - 1 / D)
+            D = tc + muc + 1.0 + s
+            score = P[c] * (2.0 / (D + 1.0)) + 2.0 * mc * (1.0 / (D + 1.0) - 1.0 / D)
+        else:
+            D = tc + muc - (mc - s) + s
+            score = (P[c] + mc) / (D + 1.0 - P[c]) - (mc / D if D > 0 else 0.0)
+        if best is None:
+            best = score
+            continue
+        better = (score > best).to(label_dtype)
+        labels += better * (c - labels)  # labels = c where better (arithmetic beats masked_fill on CPU)
+        torch.maximum(best, score, out=best)
+    return labels.to(torch.int64)
 
 
 def assign_image(
@@ -46,24 +59,25 @@ def assign_image(
     and size, and each class's total probability.
     """
     C = probs.shape[0]
-    base = C + 1  # a pixel accumulates count + base * (sum of the claiming classes)
-    code_dtype = torch.int32 if base * C * C < 2**31 else torch.int64
+    shift = C.bit_length()  # a pixel accumulates count + (sum of the claiming classes) << shift
+    code_dtype = torch.int32 if (C * C) << shift < 2**31 else torch.int64
     code = torch.zeros(probs.shape[1:], dtype=code_dtype, device=probs.device)
     for c in torch.nonzero(tau > 0).flatten().tolist():
-        code.add_(probs[c] > theta[c], alpha=1 + base * c)
-    count = code % base
-    labels = torch.div(code, base, rounding_mode="floor").to(torch.int64).view(-1)
-    idx = torch.nonzero(count.view(-1) != 1).flatten()
+        code.add_((probs[c] > theta[c]).view(torch.uint8), alpha=1 + (c << shift))
+    count = code.view(-1) & ((1 << shift) - 1)
+    labels = (code.view(-1) >> shift).to(torch.int64)
+    idx = torch.nonzero(count != 1).flatten()
     if idx.numel() == 0:
         return labels.view(probs.shape[1:])
 
-    P = probs.reshape(C, -1).index_select(1, idx)
-    contested = count.view(-1)[idx] > 1
-    claims = (P > theta[:, None]) & contested
-    m = S - (P * claims).sum(1, dtype=torch.float64).cpu()
-    t = tau - claims.sum(1).cpu()
-    resolved = _increment_scores(P, mu, m, t, opts).argmax(0)
+    P = probs.reshape(C, -1).index_select(1, idx).to(theta.dtype)
+    contested = count[idx] > 1
+    P_contested = P[:, contested]
+    claims = P_contested > theta[:, None]  # remove contested pixels from the classes' own statistics
+    m = S - (P_contested * claims).sum(1).double().cpu()
+    t = tau - torch.count_nonzero(claims, dim=1).cpu()
+    resolved = _best_increment(P, mu, m, t, opts)
     if opts.unassigned == "void":
-        resolved = torch.where(contested, resolved, torch.full_like(resolved, opts.void_index))
+        resolved[~contested] = opts.void_index
     labels[idx] = resolved
     return labels.view(probs.shape[1:])

@@ -23,6 +23,9 @@ from typing import NamedTuple
 
 import torch
 
+_BRACKET_STEPS = 8  # regula falsi steps before selecting pixels
+_BRACKET_TOL = 1e-3  # or stop once the bracket is this narrow (relative)
+
 
 class Decision(NamedTuple):
     """One class's mask ``{p > theta}``, its probability sum ``S`` and its size ``tau``."""
@@ -32,22 +35,68 @@ class Decision(NamedTuple):
     tau: int
 
 
-def _dinkelbach(row: torch.Tensor, alpha: float, beta: float, gamma: float, lam: float) -> tuple[float, torch.Tensor, float]:
-    """Maximise ``(S + alpha) / (beta + tau - gamma S)`` over masks ``{p > theta}``, starting from a feasible ``lam``.
+def _threshold(lam: float, gamma: float) -> float:
+    """Pixels with ``p > lam / (1 + gamma lam)`` raise ``S + alpha - lam (beta + tau - gamma S)``."""
+    return lam / (1.0 + gamma * lam)
 
-    Returns the optimal threshold ``theta``, the kept values (1-D) and their sum ``S``.
+
+def _parametric(row: torch.Tensor, buf: torch.Tensor, alpha: float, beta: float, gamma: float, lam: float) -> float:
+    """``F(lam) = max_A [S + alpha - lam (beta + tau - gamma S)] = (1 + gamma lam) G(theta) - lam beta + alpha``.
+
+    ``G(theta) = sum_i (p_i - theta)_+`` with ``theta = lam / (1 + gamma lam)``: one fused pass, no selection.
+    ``F`` is convex and strictly decreasing; its root is the optimal ratio ``lam*``.
     """
-    theta = lam / (1.0 + gamma * lam)
+    theta = _threshold(lam, gamma)
+    G = torch.sub(row, theta, out=buf).clamp_(min=0.0).sum().item()
+    return (1.0 + gamma * lam) * G - lam * beta + alpha
+
+
+def _bracket(row: torch.Tensor, alpha: float, beta: float, gamma: float, lam_lo: float, lam_hi: float) -> float:
+    """A lower bound of ``lam*`` close to it, by Illinois regula falsi on ``F`` from ``lam_lo`` (``F >= 0``) and
+    ``lam_hi`` (``F < 0``). Each step costs one streaming pass, far less than selecting pixels, and leaves only a
+    thin band of pixels above the bound that are not in the optimal mask."""
+    buf = torch.empty_like(row)
+    f_lo = _parametric(row, buf, alpha, beta, gamma, lam_lo)
+    f_hi = _parametric(row, buf, alpha, beta, gamma, lam_hi)
+    side = 0
+    for _ in range(_BRACKET_STEPS):
+        if f_lo <= 0.0 or lam_hi - lam_lo <= _BRACKET_TOL * lam_hi:
+            break
+        lam = (lam_lo * f_hi - lam_hi * f_lo) / (f_hi - f_lo)
+        f = _parametric(row, buf, alpha, beta, gamma, lam)
+        if f >= 0.0:
+            lam_lo, f_lo = lam, f
+            f_hi = f_hi / 2 if side == 1 else f_hi
+            side = 1
+        else:
+            lam_hi, f_hi = lam, f
+            f_lo = f_lo / 2 if side == -1 else f_lo
+            side = -1
+    return lam_lo
+
+
+def _dinkelbach(
+    row: torch.Tensor, alpha: float, beta: float, gamma: float, lam_lo: float, lam_hi: float
+) -> tuple[float, torch.Tensor, float]:
+    """Maximise ``(S + alpha) / (beta + tau - gamma S)`` over masks ``{p > theta}``; ``lam_lo <= lam* < lam_hi``.
+
+    Returns the optimal threshold ``theta``, the kept values (1-D) and their sum ``S``. The bracket's bound is
+    only a shortcut: if float rounding put it above ``lam*``, the first exact ratio shows it and the iteration
+    restarts from that ratio, which is always a valid bound.
+    """
+    theta = _threshold(_bracket(row, alpha, beta, gamma, lam_lo, lam_hi), gamma)
     kept = row[row > theta]
-    tau = kept.numel()
+    restarted = False
     while True:
-        S = kept.sum().item()
-        lam = (S + alpha) / (beta + tau - gamma * S)
-        theta = lam / (1.0 + gamma * lam)
-        kept = kept[kept > theta]
-        if kept.numel() == tau:
-            return theta, kept, S
-        tau = kept.numel()
+        tau, S = kept.numel(), kept.sum().item()
+        new_theta = _threshold((S + alpha) / (beta + tau - gamma * S), gamma)
+        if new_theta < theta and not restarted:
+            kept, theta, restarted = row[row > new_theta], new_theta, True
+            continue
+        smaller = kept[kept > new_theta]
+        if smaller.numel() == tau:
+            return new_theta, kept, S
+        kept, theta = smaller, new_theta
 
 
 def _dice_smooth_band(kept: torch.Tensor, S_all: float, theta_all: float, mu: float, s: float) -> Decision:
@@ -82,12 +131,12 @@ def rma_decision(row: torch.Tensor, mu: float, metric: str, smooth: float) -> De
     if metric == "dice":
         # Ratio S / (mu + 1 + s + tau); the full mask gives the feasible start lam_0 = mu / (mu + 1 + s + d).
         beta = mu + 1.0 + s
-        theta, kept, S = _dinkelbach(row, 0.0, beta, 0.0, mu / (beta + d))
+        theta, kept, S = _dinkelbach(row, 0.0, beta, 0.0, mu / (beta + d), 0.5)
         if s > 0:
             return _dice_smooth_band(kept, S, theta, mu, s)
     else:
         # Ratio (S + s) / (mu + s + tau - S); start from the full mask, (mu + s) / (d + s).
         if mu + s == 0.0:  # all-zero map, plain IoU: every mask scores 0, keep the empty one
             return Decision(0.0, 0.0, 0)
-        theta, kept, S = _dinkelbach(row, s, mu + s, 1.0, (mu + s) / (d + s))
+        theta, kept, S = _dinkelbach(row, s, mu + s, 1.0, (mu + s) / (d + s), 1.0)
     return Decision(theta, S, kept.numel())
