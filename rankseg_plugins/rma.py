@@ -43,11 +43,11 @@ def _threshold(lam: float, gamma: float) -> float:
 def _parametric(row: torch.Tensor, buf: torch.Tensor, alpha: float, beta: float, gamma: float, lam: float) -> float:
     """``F(lam) = max_A [S + alpha - lam (beta + tau - gamma S)] = (1 + gamma lam) G(theta) - lam beta + alpha``.
 
-    ``G(theta) = sum_i (p_i - theta)_+`` with ``theta = lam / (1 + gamma lam)``: one fused pass, no selection.
-    ``F`` is convex and strictly decreasing; its root is the optimal ratio ``lam*``.
+    ``G(theta) = sum_i (p_i - theta)_+ = sum_i max(p_i, theta) - d theta`` with ``theta = lam / (1 + gamma lam)``:
+    one streaming pass and a sum, no selection. ``F`` is convex and strictly decreasing; its root is ``lam*``.
     """
     theta = _threshold(lam, gamma)
-    G = torch.sub(row, theta, out=buf).clamp_(min=0.0).sum().item()
+    G = torch.clamp(row, min=theta, out=buf).sum().item() - row.numel() * theta
     return (1.0 + gamma * lam) * G - lam * beta + alpha
 
 
@@ -82,17 +82,20 @@ def _dinkelbach(
 
     Returns the optimal threshold ``theta``, the kept values (1-D) and their sum ``S``. The bracket's bound is
     only a shortcut: if float rounding put it above ``lam*``, the first exact ratio shows it and the iteration
-    restarts from that ratio, which is always a valid bound.
+    restarts from that ratio, which is always a valid bound. Later steps rise monotonically (Dinkelbach), so a
+    ratio a rounding error below the previous one means convergence.
     """
-    theta = _threshold(_bracket(row, alpha, beta, gamma, lam_lo, lam_hi), gamma)
+    # A relative margin keeps float rounding in the bracket from landing a hair above lam* (and a restart).
+    theta = _threshold(_bracket(row, alpha, beta, gamma, lam_lo, lam_hi) * (1.0 - 1e-4), gamma)
     kept = row[row > theta]
-    restarted = False
+    first = True
     while True:
         tau, S = kept.numel(), kept.sum().item()
         new_theta = _threshold((S + alpha) / (beta + tau - gamma * S), gamma)
-        if new_theta < theta and not restarted:
-            kept, theta, restarted = row[row > new_theta], new_theta, True
+        if first and new_theta < theta:  # the bound overshot lam*: restart from this ratio, a valid bound
+            kept, theta, first = row[row > new_theta], new_theta, False
             continue
+        first = False
         smaller = kept[kept > new_theta]
         if smaller.numel() == tau:
             return new_theta, kept, S
