@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from .chunks import chunk_views
 from .options import Options
 
 
@@ -51,33 +52,54 @@ def assign_image(
     tau: torch.Tensor,
     mu: torch.Tensor,
     opts: Options,
-) -> torch.Tensor:
-    """Label map ``(*spatial)`` int64 for one image.
+    out: torch.Tensor,
+) -> None:
+    """Write the label map of one image into ``out`` ``(*spatial)`` int64.
 
-    ``probs`` is ``(C, *spatial)``; ``theta`` ``(C,)`` the mask thresholds in ``probs``' compute dtype (``inf``
-    for pruned classes); ``S``, ``tau``, ``mu`` ``(C,)`` float64 / int64 on the CPU: each mask's probability sum
-    and size, and each class's total probability.
+    ``probs`` is ``(C, *spatial)``; ``theta`` ``(C,)`` the mask thresholds in the compute dtype (``inf`` for
+    pruned classes); ``S``, ``tau``, ``mu`` ``(C,)`` float64 / int64 on the CPU: each mask's probability sum and
+    size, and each class's total probability. Two passes over spatial chunks: the first writes the pixels one
+    class claims alone and marks the rest (``UNCLAIMED``/``CONTESTED``) while it collects what contested pixels
+    add to each class's statistics; the second resolves the marked pixels by increment score.
     """
     C = probs.shape[0]
-    shift = C.bit_length()  # a pixel accumulates count + (sum of the claiming classes) << shift
-    code_dtype = torch.int32 if (C * C) << shift < 2**31 else torch.int64
-    code = torch.zeros(probs.shape[1:], dtype=code_dtype, device=probs.device)
-    for c in torch.nonzero(tau > 0).flatten().tolist():
-        code.add_((probs[c] > theta[c]).view(torch.uint8), alpha=1 + (c << shift))
-    count = code.view(-1) & ((1 << shift) - 1)
-    labels = (code.view(-1) >> shift).to(torch.int64)
-    idx = torch.nonzero(count != 1).flatten()
-    if idx.numel() == 0:
-        return labels.view(probs.shape[1:])
+    active = torch.nonzero(tau > 0).flatten().tolist()
+    m, t = S.clone(), tau.clone()
+    parts = chunk_views(probs, dim=1)
+    chunks = list(zip(parts, out.split([p.shape[1] for p in parts])))
+    for p, lab in chunks:
+        _claims(p, theta, active, out=lab)
+        contested = torch.nonzero(lab.view(-1) == CONTESTED).flatten()
+        if contested.numel():
+            P = p.reshape(C, -1).index_select(1, contested).to(theta.dtype)
+            claims = P > theta[:, None]  # contested pixels leave their claimants' own statistics
+            m -= (P * claims).sum(1).double().cpu()
+            t -= torch.count_nonzero(claims, dim=1).cpu()
+    for p, lab in chunks:
+        flat = lab.view(-1)
+        idx = torch.nonzero(flat < 0).flatten()
+        if idx.numel() == 0:
+            continue
+        unclaimed = flat[idx] == UNCLAIMED
+        resolved = _best_increment(p.reshape(C, -1).index_select(1, idx).to(theta.dtype), mu, m, t, opts)
+        if opts.unassigned == "void":
+            resolved[unclaimed] = opts.void_index
+        flat[idx] = resolved
 
-    P = probs.reshape(C, -1).index_select(1, idx).to(theta.dtype)
-    contested = count[idx] > 1
-    P_contested = P[:, contested]
-    claims = P_contested > theta[:, None]  # remove contested pixels from the classes' own statistics
-    m = S - (P_contested * claims).sum(1).double().cpu()
-    t = tau - torch.count_nonzero(claims, dim=1).cpu()
-    resolved = _best_increment(P, mu, m, t, opts)
-    if opts.unassigned == "void":
-        resolved[~contested] = opts.void_index
-    labels[idx] = resolved
-    return labels.view(probs.shape[1:])
+
+UNCLAIMED, CONTESTED = -1, -2
+
+
+def _claims(p: torch.Tensor, theta: torch.Tensor, active: list[int], out: torch.Tensor) -> None:
+    """For a chunk ``p (C, *chunk)``, write the class claiming each pixel alone, else ``UNCLAIMED``/``CONTESTED``."""
+    C = p.shape[0]
+    shift = C.bit_length()  # each pixel accumulates count + (sum of the claiming classes) << shift
+    top = (C * C) << shift
+    dtype = torch.uint8 if top < 2**8 else torch.int16 if top < 2**15 else torch.int32 if top < 2**31 else torch.int64
+    code = torch.zeros(p.shape[1:], dtype=dtype, device=p.device)
+    for c in active:
+        code.add_((p[c] > theta[c]).view(torch.uint8), alpha=1 + (c << shift))
+    count = code & ((1 << shift) - 1)
+    out.copy_(code >> shift)
+    out.masked_fill_(count == 0, UNCLAIMED)
+    out.masked_fill_(count > 1, CONTESTED)

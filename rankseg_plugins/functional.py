@@ -26,14 +26,14 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _decide(row: torch.Tensor, mu: float, opts: Options) -> Decision:
+def _decide(row: torch.Tensor, mu: float, opts: Options, dtype: torch.dtype) -> Decision:
     if opts.solver == "exact":
         from .exact import exact_thresholds
 
         theta = exact_thresholds(row.reshape(1, -1), opts.metric, opts.smooth).item()
-        kept = row[row > theta]
+        kept = row[row > theta].to(dtype)
         return Decision(theta, kept.sum().item(), kept.numel())
-    return rma_decision(row, mu, opts.metric, opts.smooth)
+    return rma_decision(row, mu, opts.metric, opts.smooth, dtype)
 
 
 def class_masks(probs: torch.Tensor, opts: Options, pmax: torch.Tensor) -> ClassMasks:
@@ -49,8 +49,7 @@ def class_masks(probs: torch.Tensor, opts: Options, pmax: torch.Tensor) -> Class
         for c in range(C):
             if pruned[b, c]:
                 continue
-            row = probs[b, c].to(dtype)
-            theta[b, c], S[b, c], tau[b, c] = _decide(row, mu[b, c].item(), opts)
+            theta[b, c], S[b, c], tau[b, c] = _decide(probs[b, c], mu[b, c].item(), opts, dtype)
     return ClassMasks(theta.to(probs.device, dtype), S, tau, mu)
 
 
@@ -68,9 +67,10 @@ def _predict(probs: torch.Tensor, opts: Options) -> torch.Tensor:
         return probs > cm.theta[expand]
     if probs.shape[1] == 1:
         return (probs > cm.theta[expand])[:, 0].long()
-    return torch.stack(
-        [assign_image(probs[b], cm.theta[b], cm.S[b], cm.tau[b], cm.mu[b], opts) for b in range(probs.shape[0])]
-    )
+    labels = torch.empty((probs.shape[0], *probs.shape[2:]), dtype=torch.int64, device=probs.device)
+    for b in range(probs.shape[0]):
+        assign_image(probs[b], cm.theta[b], cm.S[b], cm.tau[b], cm.mu[b], opts, out=labels[b])
+    return labels
 
 
 def rankseg(

@@ -15,6 +15,9 @@ climbs to the optimum ``lam*`` and stops exactly when the mask stops changing. E
 kept by the previous one, so after one pass over the image the work shrinks to the uncertain band. For Dice with
 ``s > 0`` the optimum's size lies between the count of pixels that always pay off and the ``s``-free solution with
 denominator ``mu + 1 + s``: only that band is sorted, never the whole image.
+
+Every full pass walks the class map in chunks of about a million pixels, so a whole CT volume never needs more
+than a chunk of scratch memory beyond the pixels that end up kept.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+
+from .chunks import chunk_views
 
 _BRACKET_STEPS = 8  # regula falsi steps before selecting pixels
 _BRACKET_TOL = 1e-3  # or stop once the bracket is this narrow (relative)
@@ -40,30 +45,37 @@ def _threshold(lam: float, gamma: float) -> float:
     return lam / (1.0 + gamma * lam)
 
 
-def _parametric(row: torch.Tensor, buf: torch.Tensor, alpha: float, beta: float, gamma: float, lam: float) -> float:
+def _parametric(parts: list[torch.Tensor], buf: torch.Tensor, alpha: float, beta: float, gamma: float, lam: float) -> float:
     """``F(lam) = max_A [S + alpha - lam (beta + tau - gamma S)] = (1 + gamma lam) G(theta) - lam beta + alpha``.
 
     ``G(theta) = sum_i (p_i - theta)_+ = sum_i max(p_i, theta) - d theta`` with ``theta = lam / (1 + gamma lam)``:
     one streaming pass and a sum, no selection. ``F`` is convex and strictly decreasing; its root is ``lam*``.
     """
     theta = _threshold(lam, gamma)
-    G = torch.clamp(row, min=theta, out=buf).sum().item() - row.numel() * theta
+    G = -theta * sum(part.numel() for part in parts)
+    for part in parts:
+        scratch = buf[: part.shape[0]]
+        if part.dtype == buf.dtype:
+            torch.clamp(part, min=theta, out=scratch)
+        else:
+            scratch.copy_(part).clamp_(min=theta)
+        G += scratch.sum().item()
     return (1.0 + gamma * lam) * G - lam * beta + alpha
 
 
-def _bracket(row: torch.Tensor, alpha: float, beta: float, gamma: float, lam_lo: float, lam_hi: float) -> float:
+def _bracket(parts: list[torch.Tensor], dtype: torch.dtype, alpha: float, beta: float, gamma: float, lam_lo: float, lam_hi: float) -> float:
     """A lower bound of ``lam*`` close to it, by Illinois regula falsi on ``F`` from ``lam_lo`` (``F >= 0``) and
     ``lam_hi`` (``F < 0``). Each step costs one streaming pass, far less than selecting pixels, and leaves only a
     thin band of pixels above the bound that are not in the optimal mask."""
-    buf = torch.empty_like(row)
-    f_lo = _parametric(row, buf, alpha, beta, gamma, lam_lo)
-    f_hi = _parametric(row, buf, alpha, beta, gamma, lam_hi)
+    buf = torch.empty(parts[0].shape, dtype=dtype, device=parts[0].device)
+    f_lo = _parametric(parts, buf, alpha, beta, gamma, lam_lo)
+    f_hi = _parametric(parts, buf, alpha, beta, gamma, lam_hi)
     side = 0
     for _ in range(_BRACKET_STEPS):
         if f_lo <= 0.0 or lam_hi - lam_lo <= _BRACKET_TOL * lam_hi:
             break
         lam = (lam_lo * f_hi - lam_hi * f_lo) / (f_hi - f_lo)
-        f = _parametric(row, buf, alpha, beta, gamma, lam)
+        f = _parametric(parts, buf, alpha, beta, gamma, lam)
         if f >= 0.0:
             lam_lo, f_lo = lam, f
             f_hi = f_hi / 2 if side == 1 else f_hi
@@ -75,8 +87,13 @@ def _bracket(row: torch.Tensor, alpha: float, beta: float, gamma: float, lam_lo:
     return lam_lo
 
 
+def _select(parts: list[torch.Tensor], theta: float, dtype: torch.dtype) -> torch.Tensor:
+    """The values above ``theta``, 1-D in ``dtype``."""
+    return torch.cat([part[part > theta].to(dtype) for part in parts])
+
+
 def _dinkelbach(
-    row: torch.Tensor, alpha: float, beta: float, gamma: float, lam_lo: float, lam_hi: float
+    parts: list[torch.Tensor], dtype: torch.dtype, alpha: float, beta: float, gamma: float, lam_lo: float, lam_hi: float
 ) -> tuple[float, torch.Tensor, float]:
     """Maximise ``(S + alpha) / (beta + tau - gamma S)`` over masks ``{p > theta}``; ``lam_lo <= lam* < lam_hi``.
 
@@ -86,20 +103,20 @@ def _dinkelbach(
     ratio a rounding error below the previous one means convergence.
     """
     # A relative margin keeps float rounding in the bracket from landing a hair above lam* (and a restart).
-    theta = _threshold(_bracket(row, alpha, beta, gamma, lam_lo, lam_hi) * (1.0 - 1e-4), gamma)
-    kept = row[row > theta]
+    theta = _threshold(_bracket(parts, dtype, alpha, beta, gamma, lam_lo, lam_hi) * (1.0 - 1e-4), gamma)
+    kept = _select(parts, theta, dtype)
     first = True
     while True:
         tau, S = kept.numel(), kept.sum().item()
         new_theta = _threshold((S + alpha) / (beta + tau - gamma * S), gamma)
         if first and new_theta < theta:  # the bound overshot lam*: restart from this ratio, a valid bound
-            kept, theta, first = row[row > new_theta], new_theta, False
+            kept, theta, first = _select(parts, new_theta, dtype), new_theta, False
             continue
         first = False
-        smaller = kept[kept > new_theta]
-        if smaller.numel() == tau:
+        above = kept > new_theta
+        if torch.count_nonzero(above).item() == tau:  # converged: cheaper to count than to select
             return new_theta, kept, S
-        kept, theta = smaller, new_theta
+        kept, theta = kept[above], new_theta
 
 
 def _dice_smooth_band(kept: torch.Tensor, S_all: float, theta_all: float, mu: float, s: float) -> Decision:
@@ -124,22 +141,23 @@ def _dice_smooth_band(kept: torch.Tensor, S_all: float, theta_all: float, mu: fl
     return Decision(theta, S_k[k].item(), tau_hi + k)
 
 
-def rma_decision(row: torch.Tensor, mu: float, metric: str, smooth: float) -> Decision:
+def rma_decision(row: torch.Tensor, mu: float, metric: str, smooth: float, dtype: torch.dtype) -> Decision:
     """RMA-optimal mask of one class of one image as ``{p > theta}``; ``row`` holds its probabilities.
 
-    ``mu`` is ``row.sum()``. ``metric`` is ``"dice"`` or ``"iou"``; ``smooth`` is ``s >= 0``.
-    The mask keeps no pixel equal to ``theta``, so it never splits a group of tied probabilities.
+    ``mu`` is ``row.sum()``. ``metric`` is ``"dice"`` or ``"iou"``; ``smooth`` is ``s >= 0``; comparisons and
+    sums run in ``dtype`` (float32 or float64). The mask keeps no pixel equal to ``theta``, so it never splits a
+    group of tied probabilities.
     """
-    d, s = row.numel(), smooth
+    parts, d, s = chunk_views(row), row.numel(), smooth
     if metric == "dice":
         # Ratio S / (mu + 1 + s + tau); the full mask gives the feasible start lam_0 = mu / (mu + 1 + s + d).
         beta = mu + 1.0 + s
-        theta, kept, S = _dinkelbach(row, 0.0, beta, 0.0, mu / (beta + d), 0.5)
+        theta, kept, S = _dinkelbach(parts, dtype, 0.0, beta, 0.0, mu / (beta + d), 0.5)
         if s > 0:
             return _dice_smooth_band(kept, S, theta, mu, s)
     else:
         # Ratio (S + s) / (mu + s + tau - S); start from the full mask, (mu + s) / (d + s).
         if mu + s == 0.0:  # all-zero map, plain IoU: every mask scores 0, keep the empty one
             return Decision(0.0, 0.0, 0)
-        theta, kept, S = _dinkelbach(row, s, mu + s, 1.0, (mu + s) / (d + s), 1.0)
+        theta, kept, S = _dinkelbach(parts, dtype, s, mu + s, 1.0, (mu + s) / (d + s), 1.0)
     return Decision(theta, S, kept.numel())

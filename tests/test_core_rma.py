@@ -211,8 +211,24 @@ def test_overshooting_bracket_still_reaches_optimum(p, metric):
     import rankseg_plugins.rma as rma
 
     original = rma._bracket
-    rma._bracket = lambda row, alpha, beta, gamma, lam_lo, lam_hi: 0.95 * lam_hi
+    rma._bracket = lambda parts, dtype, alpha, beta, gamma, lam_lo, lam_hi: 0.95 * lam_hi
     try:
         _check_binary(p, metric, 0.0)
     finally:
         rma._bracket = original
+
+
+@pytest.mark.parametrize("metric", ["dice", "iou"])
+@pytest.mark.parametrize("unassigned", ["max_score", "void"])
+def test_chunked_passes_match_single_pass(monkeypatch, metric, unassigned):
+    """Volumes are walked in chunks; with tiny chunks the result must not change."""
+    import rankseg_plugins.chunks as chunks
+
+    torch.manual_seed(3)
+    probs = (3 * torch.randn(2, 4, 9, 10, 11)).softmax(1)
+    sig = torch.rand(2, 3, 9, 10, 11)
+    expected = rankseg(probs, metric=metric, unassigned=unassigned), rankseg(sig, metric=metric, output_mode="multilabel")
+    monkeypatch.setattr(chunks, "CHUNK_ELEMENTS", 230)
+    assert len(chunks.chunk_views(probs[0, 0])) == 5 and len(chunks.chunk_views(probs[0], dim=1)) == 9
+    assert torch.equal(rankseg(probs, metric=metric, unassigned=unassigned), expected[0])
+    assert torch.equal(rankseg(sig, metric=metric, output_mode="multilabel"), expected[1])
