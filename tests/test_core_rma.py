@@ -202,7 +202,12 @@ def test_cuda_matches_cpu():
     for mode in ("multiclass", "multilabel"):
         for metric in ("dice", "iou"):
             got = rankseg(probs.cuda(), metric=metric, output_mode=mode)
-            assert got.is_cuda and torch.equal(got.cpu(), rankseg(probs, metric=metric, output_mode=mode))
+            assert got.is_cuda and got.dtype == (torch.int64 if mode == "multiclass" else torch.bool)
+            # sums run in another order on the GPU: thresholds agree to rounding, masks up to boundary pixels
+            same = (got.cpu() == rankseg(probs, metric=metric, output_mode=mode)).float().mean().item()
+            assert same > 0.999
+            rs = RankSEG(metric=metric, output_mode=mode)
+            torch.testing.assert_close(rs.thresholds(probs.cuda()).cpu(), rs.thresholds(probs), rtol=1e-5, atol=1e-6)
 
 
 @given(prob_vectors(), st.sampled_from(["dice", "iou"]))
