@@ -19,17 +19,21 @@ from .chunks import chunk_views
 from .options import Options
 
 
-def _best_increment(P: torch.Tensor, mu: torch.Tensor, m: torch.Tensor, t: torch.Tensor, opts: Options) -> torch.Tensor:
-    """Index of the class with the largest increment score for each column of ``P (C, n)`` (first on ties).
+def _gather(p: torch.Tensor, idx: torch.Tensor, dtype: torch.dtype) -> list[torch.Tensor]:
+    """Each class's probabilities at the flat pixel indices ``idx`` of a chunk ``p (C, *chunk)``."""
+    return [row.reshape(-1)[idx].to(dtype) for row in p]
 
-    A running maximum over the classes, so no ``(C, n)`` score matrix is built; per-class constants are float64.
+
+def _best_increment(P: list[torch.Tensor], mu: torch.Tensor, m: torch.Tensor, t: torch.Tensor, opts: Options) -> torch.Tensor:
+    """Index of the class with the largest increment score for each pixel (first on ties); ``P[c]`` holds
+    class ``c``'s probabilities. A running maximum, so no ``(C, n)`` score matrix; per-class constants in float64.
     """
     s, dice = opts.smooth, opts.metric == "dice"
-    label_dtype = torch.int16 if P.shape[0] < 2**15 else torch.int32
-    labels = torch.zeros(P.shape[1], dtype=label_dtype, device=P.device)
+    label_dtype = torch.int16 if len(P) < 2**15 else torch.int32
+    labels = torch.zeros(P[0].shape, dtype=label_dtype, device=P[0].device)
     best = None
-    for c in range(P.shape[0]):
-        mc, tc, muc = m[c].item() + s, t[c].item(), mu[c].item()
+    for c, (mc, tc, muc) in enumerate(zip(m.tolist(), t.tolist(), mu.tolist())):
+        mc += s
         if dice:  # affine in p: 2 p / (D + 1) + 2 (m + s) (1 / (D + 1) - 1 / D)
             D = tc + muc + 1.0 + s
             score = P[c] * (2.0 / (D + 1.0)) + 2.0 * mc * (1.0 / (D + 1.0) - 1.0 / D)
@@ -62,7 +66,6 @@ def assign_image(
     class claims alone and marks the rest (``UNCLAIMED``/``CONTESTED``) while it collects what contested pixels
     add to each class's statistics; the second resolves the marked pixels by increment score.
     """
-    C = probs.shape[0]
     active = torch.nonzero(tau > 0).flatten().tolist()
     m, t = S.clone(), tau.clone()
     parts = chunk_views(probs, dim=1)
@@ -71,17 +74,17 @@ def assign_image(
         _claims(p, theta, active, out=lab)
         contested = torch.nonzero(lab.view(-1) == CONTESTED).flatten()
         if contested.numel():
-            P = p.reshape(C, -1).index_select(1, contested).to(theta.dtype)
-            claims = P > theta[:, None]  # contested pixels leave their claimants' own statistics
-            m -= (P * claims).sum(1).double().cpu()
-            t -= torch.count_nonzero(claims, dim=1).cpu()
+            for c, values in enumerate(_gather(p, contested, theta.dtype)):
+                kept = values[values > theta[c]]  # contested pixels leave their claimants' own statistics
+                m[c] -= kept.sum().item()
+                t[c] -= kept.numel()
     for p, lab in chunks:
         flat = lab.view(-1)
         idx = torch.nonzero(flat < 0).flatten()
         if idx.numel() == 0:
             continue
         unclaimed = flat[idx] == UNCLAIMED
-        resolved = _best_increment(p.reshape(C, -1).index_select(1, idx).to(theta.dtype), mu, m, t, opts)
+        resolved = _best_increment(_gather(p, idx, theta.dtype), mu, m, t, opts)
         if opts.unassigned == "void":
             resolved[unclaimed] = opts.void_index
         flat[idx] = resolved
