@@ -18,6 +18,8 @@ import torch
 from .chunks import chunk_views
 from .options import Options
 
+_DENSE_FRACTION = 8  # score whole chunks when at least 1/8 of their pixels need scores
+
 
 def _gather(p: torch.Tensor, idx: torch.Tensor, dtype: torch.dtype) -> list[torch.Tensor]:
     """Each class's probabilities at the flat pixel indices ``idx`` of a chunk ``p (C, *chunk)``."""
@@ -52,7 +54,6 @@ def _best_increment(P: list[torch.Tensor], mu: torch.Tensor, m: torch.Tensor, t:
 def assign_image(
     probs: torch.Tensor,
     theta: torch.Tensor,
-    S: torch.Tensor,
     tau: torch.Tensor,
     mu: torch.Tensor,
     opts: Options,
@@ -61,30 +62,34 @@ def assign_image(
     """Write the label map of one image into ``out`` ``(*spatial)`` int64.
 
     ``probs`` is ``(C, *spatial)``; ``theta`` ``(C,)`` the mask thresholds in the compute dtype (``inf`` for
-    pruned classes); ``S``, ``tau``, ``mu`` ``(C,)`` float64 / int64 on the CPU: each mask's probability sum and
-    size, and each class's total probability. Two passes over spatial chunks: the first writes the pixels one
-    class claims alone and marks the rest (``UNCLAIMED``/``CONTESTED``) while it collects what contested pixels
-    add to each class's statistics; the second resolves the marked pixels by increment score.
+    pruned classes); ``tau`` ``(C,)`` the mask sizes and ``mu`` ``(C,)`` each class's total probability, on the
+    CPU. Two passes over spatial chunks: the first writes the pixels one class claims alone, marks the rest
+    (``UNCLAIMED``/``CONTESTED``) and sums ``m_c``, ``t_c`` over each class's own pixels; the second resolves
+    the marked pixels by increment score.
     """
+    C = probs.shape[0]
     active = torch.nonzero(tau > 0).flatten().tolist()
-    m, t = S.clone(), tau.clone()
+    m = torch.zeros(C, dtype=torch.float64)
+    t = torch.zeros(C, dtype=torch.int64)
     parts = chunk_views(probs, dim=1)
     chunks = list(zip(parts, out.split([p.shape[1] for p in parts])))
     for p, lab in chunks:
         _claims(p, theta, active, out=lab)
-        contested = torch.nonzero(lab.view(-1) == CONTESTED).flatten()
-        if contested.numel():
-            for c, values in enumerate(_gather(p, contested, theta.dtype)):
-                kept = values[values > theta[c]]  # contested pixels leave their claimants' own statistics
-                m[c] -= kept.sum().item()
-                t[c] -= kept.numel()
+        flat = lab.view(-1)
+        owner = flat[flat >= 0]
+        values = p.reshape(C, -1).gather(0, flat.clamp(min=0)[None])[0][flat >= 0].to(theta.dtype)
+        m += torch.bincount(owner, weights=values, minlength=C).double().cpu()
+        t += torch.bincount(owner, minlength=C).cpu()
     for p, lab in chunks:
         flat = lab.view(-1)
         idx = torch.nonzero(flat < 0).flatten()
         if idx.numel() == 0:
             continue
         unclaimed = flat[idx] == UNCLAIMED
-        resolved = _best_increment(_gather(p, idx, theta.dtype), mu, m, t, opts)
+        if idx.numel() * _DENSE_FRACTION >= flat.numel():  # many: scoring every pixel beats gathering
+            resolved = _best_increment([row.reshape(-1).to(theta.dtype) for row in p], mu, m, t, opts)[idx]
+        else:
+            resolved = _best_increment(_gather(p, idx, theta.dtype), mu, m, t, opts)
         if opts.unassigned == "void":
             resolved[unclaimed] = opts.void_index
         flat[idx] = resolved

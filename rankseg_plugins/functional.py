@@ -16,7 +16,6 @@ class ClassMasks(NamedTuple):
     """Per-image, per-class masks ``{p > theta}``: thresholds on the input's device, statistics on the CPU."""
 
     theta: torch.Tensor  # (B, C) in the compute dtype; inf for pruned classes
-    S: torch.Tensor  # (B, C) float64, probability sum of each mask
     tau: torch.Tensor  # (B, C) int64, size of each mask
     mu: torch.Tensor  # (B, C) float64, total probability of each class
 
@@ -31,8 +30,7 @@ def _decide(row: torch.Tensor, mu: float, opts: Options, dtype: torch.dtype) -> 
         from .exact import exact_thresholds
 
         theta = exact_thresholds(row.reshape(1, -1), opts.metric, opts.smooth).item()
-        kept = row[row > theta].to(dtype)
-        return Decision(theta, kept.sum().item(), kept.numel())
+        return Decision(theta, int(torch.count_nonzero(row > theta)))
     return rma_decision(row, mu, opts.metric, opts.smooth, dtype)
 
 
@@ -43,14 +41,13 @@ def class_masks(probs: torch.Tensor, opts: Options, pmax: torch.Tensor) -> Class
     pruned = (pmax <= opts.pruning_prob).cpu() if opts.output_mode == "multiclass" else torch.zeros_like(mu, dtype=torch.bool)
     B, C = mu.shape
     theta = torch.full((B, C), torch.inf, dtype=torch.float64)
-    S = torch.zeros((B, C), dtype=torch.float64)
     tau = torch.zeros((B, C), dtype=torch.int64)
     for b in range(B):
         for c in range(C):
             if pruned[b, c]:
                 continue
-            theta[b, c], S[b, c], tau[b, c] = _decide(probs[b, c], mu[b, c].item(), opts, dtype)
-    return ClassMasks(theta.to(probs.device, dtype), S, tau, mu)
+            theta[b, c], tau[b, c] = _decide(probs[b, c], mu[b, c].item(), opts, dtype)
+    return ClassMasks(theta.to(probs.device, dtype), tau, mu)
 
 
 def _predict(probs: torch.Tensor, opts: Options) -> torch.Tensor:
@@ -69,7 +66,7 @@ def _predict(probs: torch.Tensor, opts: Options) -> torch.Tensor:
         return (probs > cm.theta[expand])[:, 0].long()
     labels = torch.empty((probs.shape[0], *probs.shape[2:]), dtype=torch.int64, device=probs.device)
     for b in range(probs.shape[0]):
-        assign_image(probs[b], cm.theta[b], cm.S[b], cm.tau[b], cm.mu[b], opts, out=labels[b])
+        assign_image(probs[b], cm.theta[b], cm.tau[b], cm.mu[b], opts, out=labels[b])
     return labels
 
 

@@ -33,10 +33,9 @@ _BRACKET_TOL = 1e-3  # or stop once the bracket is this narrow (relative)
 
 
 class Decision(NamedTuple):
-    """One class's mask ``{p > theta}``, its probability sum ``S`` and its size ``tau``."""
+    """One class's mask ``{p > theta}`` and its size ``tau``."""
 
     theta: float
-    S: float
     tau: int
 
 
@@ -138,7 +137,7 @@ def _dice_smooth_band(kept: torch.Tensor, S_all: float, theta_all: float, mu: fl
     splits_tie[1:-1] = band[:-1] == band[1:]
     k = int(torch.argmax(f.masked_fill(splits_tie, -torch.inf)).item())  # first maximum: the smaller mask
     theta = band[k].item() if k < band.numel() else theta_all
-    return Decision(theta, S_k[k].item(), tau_hi + k)
+    return Decision(theta, tau_hi + k)
 
 
 def rma_decision(row: torch.Tensor, mu: float, metric: str, smooth: float, dtype: torch.dtype) -> Decision:
@@ -158,6 +157,6 @@ def rma_decision(row: torch.Tensor, mu: float, metric: str, smooth: float, dtype
     else:
         # Ratio (S + s) / (mu + s + tau - S); start from the full mask, (mu + s) / (d + s).
         if mu + s == 0.0:  # all-zero map, plain IoU: every mask scores 0, keep the empty one
-            return Decision(0.0, 0.0, 0)
+            return Decision(0.0, 0)
         theta, kept, S = _dinkelbach(parts, dtype, s, mu + s, 1.0, (mu + s) / (d + s), 1.0)
-    return Decision(theta, S, kept.numel())
+    return Decision(theta, kept.numel())

@@ -237,3 +237,14 @@ def test_chunked_passes_match_single_pass(monkeypatch, metric, unassigned):
     assert len(chunks.chunk_views(probs[0, 0])) == 5 and len(chunks.chunk_views(probs[0], dim=1)) == 9
     assert torch.equal(rankseg(probs, metric=metric, unassigned=unassigned), expected[0])
     assert torch.equal(rankseg(sig, metric=metric, output_mode="multilabel"), expected[1])
+
+
+@pytest.mark.parametrize("fraction", [1, 10**9])
+def test_dense_and_gathered_scoring_agree(monkeypatch, fraction):
+    """Contested/unclaimed pixels are scored densely or gathered, depending on how many there are."""
+    import rankseg_plugins.assign as assign
+
+    probs = (0.7 * torch.randn(2, 5, 30, 30, dtype=torch.float64)).softmax(1)
+    expected = rankseg(probs, pruning_prob=0.0)
+    monkeypatch.setattr(assign, "_DENSE_FRACTION", fraction)
+    assert torch.equal(rankseg(probs, pruning_prob=0.0), expected)
