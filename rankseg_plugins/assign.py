@@ -19,6 +19,7 @@ from .chunks import chunk_views
 from .options import Options
 
 _DENSE_FRACTION = 8  # score whole chunks when at least 1/8 of their pixels need scores
+UNCLAIMED, CONTESTED = -1, -2  # marks in the label map between the two passes
 
 
 def _gather(p: torch.Tensor, idx: torch.Tensor, dtype: torch.dtype) -> list[torch.Tensor]:
@@ -34,14 +35,13 @@ def _best_increment(P: list[torch.Tensor], mu: torch.Tensor, m: torch.Tensor, t:
     label_dtype = torch.int16 if len(P) < 2**15 else torch.int32
     labels = torch.zeros(P[0].shape, dtype=label_dtype, device=P[0].device)
     best = None
-    for c, (mc, tc, muc) in enumerate(zip(m.tolist(), t.tolist(), mu.tolist())):
-        mc += s
+    for c, (m_c, t_c, mu_c) in enumerate(zip(m.tolist(), t.tolist(), mu.tolist())):
         if dice:  # affine in p: 2 p / (D + 1) + 2 (m + s) (1 / (D + 1) - 1 / D)
-            D = tc + muc + 1.0 + s
-            score = P[c] * (2.0 / (D + 1.0)) + 2.0 * mc * (1.0 / (D + 1.0) - 1.0 / D)
+            D = t_c + mu_c + 1.0 + s
+            score = P[c] * (2.0 / (D + 1.0)) + 2.0 * (m_c + s) * (1.0 / (D + 1.0) - 1.0 / D)
         else:
-            D = tc + muc - (mc - s) + s
-            score = (P[c] + mc) / (D + 1.0 - P[c]) - (mc / D if D > 0 else 0.0)
+            D = t_c + mu_c - m_c + s
+            score = (P[c] + m_c + s) / (D + 1.0 - P[c]) - ((m_c + s) / D if D > 0 else 0.0)
         if best is None:
             best = score
             continue
@@ -76,8 +76,9 @@ def assign_image(
     for p, lab in chunks:
         _claims(p, theta, active, out=lab)
         flat = lab.view(-1)
-        owner = flat[flat >= 0]
-        values = p.reshape(C, -1).gather(0, flat.clamp(min=0)[None])[0][flat >= 0].to(theta.dtype)
+        alone = flat >= 0
+        owner = flat[alone]
+        values = p.reshape(C, -1).gather(0, flat.clamp(min=0)[None])[0][alone].to(theta.dtype)
         m += torch.bincount(owner, weights=values, minlength=C).double().cpu()
         t += torch.bincount(owner, minlength=C).cpu()
     for p, lab in chunks:
@@ -94,8 +95,6 @@ def assign_image(
             resolved[unclaimed] = opts.void_index
         flat[idx] = resolved
 
-
-UNCLAIMED, CONTESTED = -1, -2
 
 
 def _claims(p: torch.Tensor, theta: torch.Tensor, active: list[int], out: torch.Tensor) -> None:
