@@ -5,7 +5,7 @@ Dictionary-based wrappers around the transforms of :py:mod:`monai_ext.array`, in
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 
 import torch
 from monai.config.type_definitions import DtypeLike, KeysCollection, NdarrayOrTensor
@@ -28,6 +28,18 @@ __all__ = [
     "RegionsToLabelDict",
     "RegionsToLabeld",
 ]
+
+
+class _ConvertKeys(MapTransform):
+    """A dictionary transform that applies one array transform, ``self.converter``, to every key."""
+
+    converter: Callable[[NdarrayOrTensor], NdarrayOrTensor]
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.converter(d[key])
+        return d
 
 
 class RankSEGd(MapTransform):
@@ -76,7 +88,7 @@ class RankSEGd(MapTransform):
         return d
 
 
-class RankSEGNestedd(MapTransform):
+class RankSEGNestedd(_ConvertKeys):
     """
     Dictionary-based wrapper of :py:class:`monai_ext.RankSEGNested`.
     """
@@ -102,14 +114,8 @@ class RankSEGNestedd(MapTransform):
         super().__init__(keys, allow_missing_keys)
         self.converter = RankSEGNested(regions, metric, solver, smooth, dtype)
 
-    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.converter(d[key])
-        return d
 
-
-class RegionsToLabeld(MapTransform):
+class RegionsToLabeld(_ConvertKeys):
     """
     Dictionary-based wrapper of :py:class:`monai_ext.RegionsToLabel`.
     """
@@ -132,14 +138,8 @@ class RegionsToLabeld(MapTransform):
         super().__init__(keys, allow_missing_keys)
         self.converter = RegionsToLabel(regions, dtype)
 
-    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.converter(d[key])
-        return d
 
-
-class LabelToRegionsd(MapTransform):
+class LabelToRegionsd(_ConvertKeys):
     """
     Dictionary-based wrapper of :py:class:`monai_ext.LabelToRegions`.
     """
@@ -161,12 +161,6 @@ class LabelToRegionsd(MapTransform):
         """
         super().__init__(keys, allow_missing_keys)
         self.converter = LabelToRegions(regions, dtype)
-
-    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.converter(d[key])
-        return d
 
 
 RankSEGD = RankSEGDict = RankSEGd
