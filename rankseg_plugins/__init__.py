@@ -1,7 +1,8 @@
 """rankseg-plugins: Dice/IoU-optimal segmentation (RankSEG) as a drop-in replacement for argmax."""
 
 from .core import RankSEG
+from .exact import expected_metric, expected_metric_curve
 from .functional import rankseg
 
-__all__ = ["RankSEG", "rankseg"]
+__all__ = ["RankSEG", "expected_metric", "expected_metric_curve", "rankseg"]
 __version__ = "0.1.0"
