@@ -87,56 +87,75 @@ def _bracket(parts: list[torch.Tensor], dtype: torch.dtype, alpha: float, beta: 
 
 
 def _select(parts: list[torch.Tensor], theta: float, dtype: torch.dtype) -> torch.Tensor:
-    """The values above ``theta``, 1-D in ``dtype``."""
-    return torch.cat([part[part > theta].to(dtype) for part in parts])
+    """The values above ``theta``, 1-D in ``dtype``: counted first, then copied chunk by chunk into place, so
+    the kept values are held once (no concatenation of per-chunk copies)."""
+    if len(parts) == 1:
+        return parts[0][parts[0] > theta].to(dtype)
+    counts = [int(torch.count_nonzero(part > theta)) for part in parts]
+    kept = torch.empty(sum(counts), dtype=dtype, device=parts[0].device)
+    for part, chunk in zip(parts, kept.split(counts)):
+        chunk.copy_(part[part > theta])
+    return kept
+
+
+class Optimum(NamedTuple):
+    """Dinkelbach's result: the mask ``{p > theta}``, its size and sum, and ``kept``, the values above the
+    starting bound (a superset of the mask's values)."""
+
+    theta: float
+    tau: int
+    S: float
+    kept: torch.Tensor
 
 
 def _dinkelbach(
     parts: list[torch.Tensor], dtype: torch.dtype, alpha: float, beta: float, gamma: float, lam_lo: float, lam_hi: float
-) -> tuple[float, torch.Tensor, float]:
+) -> Optimum:
     """Maximise ``(S + alpha) / (beta + tau - gamma S)`` over masks ``{p > theta}``; ``lam_lo <= lam* < lam_hi``.
 
-    Returns the optimal threshold ``theta``, the kept values (1-D) and their sum ``S``. The bracket's bound is
-    only a shortcut: if float rounding put it above ``lam*``, the first exact ratio shows it and the iteration
-    restarts from that ratio, which is always a valid bound. Later steps rise monotonically (Dinkelbach), so a
-    ratio a rounding error below the previous one means convergence.
+    The pixels above the bracket's bound are selected once; each step then only subtracts the few that fall
+    below the new threshold, so no large index tensor is built. The bound is only a shortcut: if float rounding
+    put it above ``lam*``, the first exact ratio shows it and the iteration restarts from that ratio, which is
+    always a valid bound. Later steps rise monotonically, so a ratio a rounding error lower means convergence.
     """
     # A relative margin keeps float rounding in the bracket from landing a hair above lam* (and a restart).
     theta = _threshold(_bracket(parts, dtype, alpha, beta, gamma, lam_lo, lam_hi) * (1.0 - 1e-4), gamma)
     kept = _select(parts, theta, dtype)
+    tau, S = kept.numel(), kept.sum().item()
     first = True
     while True:
-        tau, S = kept.numel(), kept.sum().item()
         new_theta = _threshold((S + alpha) / (beta + tau - gamma * S), gamma)
         if first and new_theta < theta:  # the bound overshot lam*: restart from this ratio, a valid bound
             kept, theta, first = _select(parts, new_theta, dtype), new_theta, False
+            tau, S = kept.numel(), kept.sum().item()
             continue
         first = False
-        above = kept > new_theta
-        if torch.count_nonzero(above).item() == tau:  # converged: cheaper to count than to select
-            return new_theta, kept, S
-        kept, theta = kept[above], new_theta
+        dropped = kept[(kept > theta) & (kept <= new_theta)]
+        if dropped.numel() == 0:
+            return Optimum(new_theta, tau, S, kept)
+        tau, S, theta = tau - dropped.numel(), S - dropped.sum().item(), new_theta
 
 
-def _dice_smooth_band(kept: torch.Tensor, S_all: float, theta_all: float, mu: float, s: float) -> Decision:
-    """Exact RMA Dice optimum for ``s > 0`` given the ``s``-free optimum ``kept`` of ``S/(mu + 1 + s + tau)``.
+def _dice_smooth_band(opt: Optimum, mu: float, s: float) -> Decision:
+    """Exact RMA Dice optimum for ``s > 0`` given ``opt``, the ``s``-free optimum of ``S / (mu + 1 + s + tau)``.
 
-    ``f = 2 S / (D) + s / (D - 1)`` with ``D = mu + tau + 1 + s``. For sizes above the ``s``-free optimum both terms
-    only fall, so ``tau* <= |kept|``. Adding a pixel ``p`` to a mask of size ``tau`` raises ``f`` iff
+    ``f = 2 S / D + s / (D - 1)`` with ``D = mu + tau + 1 + s``. For sizes above the ``s``-free optimum both terms
+    only fall, so ``tau* <= opt.tau``. Adding a pixel ``p`` to a mask of size ``tau`` raises ``f`` iff
     ``p > S / D + s (D + 1) / (2 D (D - 1))``; since ``S / D < 1/2`` every pixel above
     ``theta_hi = 1/2 + s (mu + 2 + s) / (2 (mu + s)(mu + 1 + s))`` always pays off. Only the band in between is
     sorted, and ``f`` is evaluated at every tie-group boundary in it.
     """
     theta_hi = 0.5 + s * (mu + 2.0 + s) / (2.0 * (mu + s) * (mu + 1.0 + s))
-    band = torch.sort(kept[kept <= theta_hi], descending=True).values.double()
-    tau_hi = kept.numel() - band.numel()
-    S_k = (S_all - band.sum().item()) + torch.cat([band.new_zeros(1), band.cumsum(0)])
+    kept = opt.kept
+    band = torch.sort(kept[(kept > opt.theta) & (kept <= theta_hi)], descending=True).values.double()
+    tau_hi = opt.tau - band.numel()
+    S_k = (opt.S - band.sum().item()) + torch.cat([band.new_zeros(1), band.cumsum(0)])
     tau_k = tau_hi + torch.arange(band.numel() + 1, dtype=torch.float64, device=band.device)
     f = 2.0 * S_k / (mu + tau_k + 1.0 + s) + s / (mu + tau_k + s)
     splits_tie = torch.zeros_like(f, dtype=torch.bool)
     splits_tie[1:-1] = band[:-1] == band[1:]
     k = int(torch.argmax(f.masked_fill(splits_tie, -torch.inf)).item())  # first maximum: the smaller mask
-    theta = band[k].item() if k < band.numel() else theta_all
+    theta = band[k].item() if k < band.numel() else opt.theta
     return Decision(theta, tau_hi + k)
 
 
@@ -151,12 +170,12 @@ def rma_decision(row: torch.Tensor, mu: float, metric: str, smooth: float, dtype
     if metric == "dice":
         # Ratio S / (mu + 1 + s + tau); the full mask gives the feasible start lam_0 = mu / (mu + 1 + s + d).
         beta = mu + 1.0 + s
-        theta, kept, S = _dinkelbach(parts, dtype, 0.0, beta, 0.0, mu / (beta + d), 0.5)
+        opt = _dinkelbach(parts, dtype, 0.0, beta, 0.0, mu / (beta + d), 0.5)
         if s > 0:
-            return _dice_smooth_band(kept, S, theta, mu, s)
+            return _dice_smooth_band(opt, mu, s)
     else:
         # Ratio (S + s) / (mu + s + tau - S); start from the full mask, (mu + s) / (d + s).
         if mu + s == 0.0:  # all-zero map, plain IoU: every mask scores 0, keep the empty one
             return Decision(0.0, 0)
-        theta, kept, S = _dinkelbach(parts, dtype, s, mu + s, 1.0, (mu + s) / (d + s), 1.0)
-    return Decision(theta, kept.numel())
+        opt = _dinkelbach(parts, dtype, s, mu + s, 1.0, (mu + s) / (d + s), 1.0)
+    return Decision(opt.theta, opt.tau)
