@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .functional import _predict, rankseg_thresholds
+from .functional import decode, rankseg_thresholds
 from .options import Options
 
 
@@ -54,7 +54,7 @@ class RankSEG:
     def predict(self, probs: torch.Tensor) -> torch.Tensor:
         """Labels ``(B, *spatial)`` int64 (multiclass) or masks ``(B, C, *spatial)`` bool (multilabel)."""
         with torch.no_grad():
-            return _predict(probs, self.options)
+            return decode(probs, self.options)
 
     __call__ = predict
 

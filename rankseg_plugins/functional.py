@@ -1,4 +1,4 @@
-"""Functional API: ``rankseg(probs, ...)`` and ``rankseg_thresholds(probs, ...)``."""
+"""Functional API: ``rankseg(probs, ...)``; ``decode`` and ``rankseg_thresholds`` serve :class:`RankSEG`."""
 
 from __future__ import annotations
 
@@ -50,7 +50,8 @@ def class_masks(probs: torch.Tensor, opts: Options, pmax: torch.Tensor) -> Class
     return ClassMasks(theta.to(probs.device, dtype), tau, mu)
 
 
-def _predict(probs: torch.Tensor, opts: Options) -> torch.Tensor:
+def decode(probs: torch.Tensor, opts: Options) -> torch.Tensor:
+    """Validate ``probs`` and decode them with ``opts``: labels (multiclass) or masks (multilabel)."""
     multiclass = opts.output_mode == "multiclass"
     pmax = check_probs(probs, multiclass)
     expand = (...,) + (None,) * (probs.ndim - 2)
@@ -83,7 +84,7 @@ def rankseg(
     """Dice/IoU-optimal segmentation of ``probs`` ``(B, C, *spatial)``; see :class:`~rankseg_plugins.RankSEG`."""
     opts = Options.create(metric, output_mode, solver, smooth, pruning_prob, unassigned, void_index)
     with torch.no_grad():
-        return _predict(probs, opts)
+        return decode(probs, opts)
 
 
 def rankseg_thresholds(probs: torch.Tensor, opts: Options) -> torch.Tensor:
