@@ -1,4 +1,4 @@
-"""Multiclass (non-overlapping) output from per-class masks (MATH.md section 2, "Multiclass").
+"""Multiclass (non-overlapping) output from per-class masks (the multiclass rule of RankSEG-RMA, Wang & Dai 2025).
 
 1. Class ``c`` claims the pixels of its mask ``{p_c > theta_c}``.
 2. A pixel claimed by exactly one class keeps it. ``m_c`` and ``t_c`` are the probability sum and the count of the

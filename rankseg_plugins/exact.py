@@ -1,6 +1,6 @@
 """Exact expected Dice and IoU under independent Bernoulli labels, and the exactly optimal mask (``solver="exact"``).
 
-Model (MATH.md section 3). Labels ``Y_i ~ Bernoulli(p_i)`` independent, ``X = sum_i Y_i``,
+Model. Labels ``Y_i ~ Bernoulli(p_i)`` independent, ``X = sum_i Y_i``,
 ``G(t) = E[t^X] = prod_j (1 - p_j + p_j t)``. For ``a > 0``, ``E[1/(a + X)] = int_0^1 t^(a-1) G(t) dt``; with
 ``t = e^-u`` this is ``int_0^inf e^(-a u) G(e^-u) du``. For a mask ``A`` with ``|A| = tau``, ``S = sum_{i in A} p_i``
 and smoothing ``s >= 0``::

@@ -1,7 +1,7 @@
 """RMA (reciprocal moment approximation) solver for one image and one class, without sorting the image.
 
 For probabilities ``p_1..p_d`` with ``mu = sum_i p_i`` and a mask ``A`` with ``|A| = tau`` and ``S = sum_{i in A} p_i``,
-RMA maximises over masks (MATH.md section 2)
+RMA (Wang & Dai, NeurIPS 2025) maximises over masks
 
     Dice:  f(A) = 2 S / (mu + tau + 1 + s)  +  s / (mu + tau + s)
     IoU:   g(A) = (S + s) / (mu - S + tau + s)

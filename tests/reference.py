@@ -8,7 +8,7 @@ import numpy as np
 
 
 def rma_objective(p: np.ndarray, mask: np.ndarray, metric: str, s: float) -> float:
-    """RMA objective of ``mask`` (MATH.md section 2) for probabilities ``p``."""
+    """RMA objective of ``mask`` for probabilities ``p`` (the formulas of rankseg_plugins.rma, written out)."""
     p = np.asarray(p, dtype=np.float64).ravel()
     mask = np.asarray(mask, dtype=bool).ravel()
     mu, S, tau = p.sum(), p[mask].sum(), mask.sum()

@@ -1,7 +1,7 @@
 """Agreement with the reference package rankseg==0.0.8 (the [bench] extra) on tie-free random inputs.
 
 One documented difference: a class pruned by ``pruning_prob`` can still win unclaimed pixels by increment score
-here (MATH.md, multiclass step 3), while the reference leaves pruned classes out of that step. So the
+here (the multiclass rule, step 3 in rankseg_plugins.assign), while the reference leaves pruned classes out of that step. So the
 comparison runs with ``pruning_prob=0``, where both prune nothing that could claim a pixel.
 """
 
