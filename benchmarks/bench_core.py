@@ -63,24 +63,24 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def peak_extra_bytes(fn: Callable[[], object]) -> int:
-    """Peak resident memory above the level before ``fn`` ran (Linux only)."""
+def peak_extra_bytes(fn: Callable[[torch.Tensor], object], probs: torch.Tensor) -> int:
+    """Peak resident memory above the level before ``fn(probs)`` ran (Linux only)."""
     gc.collect()
     LIBC.malloc_trim(0)  # hand memory freed earlier back to the kernel, or reusing it would hide allocations
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
     before = _status_kib("VmRSS")
-    out = fn()
+    out = fn(probs)
     peak = _status_kib("VmHWM")
     del out
     return (peak - before) * 1024
 
 
-def median_seconds(fn: Callable[[], object], repeat: int) -> float:
-    fn()  # warm-up
+def median_seconds(fn: Callable[[torch.Tensor], object], probs: torch.Tensor, repeat: int) -> float:
+    fn(probs)  # warm-up
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
-        fn()
+        fn(probs)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -111,16 +111,13 @@ def run(cases: list[str], kinds: list[str], repeat: int) -> list[dict]:
             for name, fn in found.items():
                 rows.append(dict(
                     case=case, shape=list(probs.shape), kind=kind, method=name,
-                    seconds=median_seconds(lambda: fn(probs), repeat),
+                    seconds=median_seconds(fn, probs, repeat),
                     input_bytes=probs.numel() * probs.element_size(),
                     agrees_with_argmax=(outputs[name] == outputs["argmax"]).double().mean().item(),
                 ))
-            del probs, outputs
     _return_freed_memory()  # from here on, freed buffers leave the resident set (slower, so after the timings)
     for row in rows:
-        probs = make_probs(CASES[row["case"]], row["kind"])
-        row["peak_extra_bytes"] = peak_extra_bytes(lambda: found[row["method"]](probs))
-        del probs
+        row["peak_extra_bytes"] = peak_extra_bytes(found[row["method"]], make_probs(CASES[row["case"]], row["kind"]))
     return rows
 
 

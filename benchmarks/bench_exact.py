@@ -52,7 +52,7 @@ def timings(sizes: list[str], repeat: int) -> None:
     for size in sizes:
         for kind in ("model", "uniform"):
             probs = make_map(tuple(int(n) for n in size.split("x")), kind)
-            t = {s: median_seconds(lambda s=s: solve(probs, s), repeat) for s in ("rma", "exact")}
+            t = {s: median_seconds(lambda p, s=s: solve(p, s), probs, repeat) for s in ("rma", "exact")}
             peak = {s: peak_bytes(size, kind, s) for s in ("rma", "exact")}
             print(
                 f"{kind + ' ' + size:<22}{probs.numel():>10}{t['rma'] * 1e3:>9.1f}{t['exact'] * 1e3:>9.1f}"
@@ -141,7 +141,7 @@ def main() -> None:
         _return_freed_memory()
         probs = make_map(tuple(int(n) for n in args.peak[0].split("x")), args.peak[1])
         solve(probs, args.peak[2])  # warm-up: one-time allocations of the process are not the solver's
-        print(peak_extra_bytes(lambda: solve(probs, args.peak[2])))
+        print(peak_extra_bytes(lambda p: solve(p, args.peak[2]), probs))
         return
     threads = torch.get_num_threads()
     print(f"torch {torch.__version__}, {threads} threads, float32 input, CPU, median of {args.repeat}\n")
