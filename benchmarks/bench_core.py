@@ -2,6 +2,7 @@
 
     python benchmarks/bench_core.py                      # all cases, 2 threads, float32, CPU
     python benchmarks/bench_core.py --cases voc --repeat 5 --json out.json
+    python benchmarks/bench_core.py --shape 2,14,96,96,96     # your own shape
 
 For each case (VOC-like, Cityscapes-like, CT-like), each as softmax of i.i.d. noise (worst case) and as smooth
 "model-like" maps (low-resolution random logits upsampled x16, scaled by 4, softmax), it prints the median wall
@@ -142,7 +143,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--shape", help="benchmark this (B,C,*spatial) shape instead, e.g. 2,19,512,512")
     args = parser.parse_args()
+    if args.shape:
+        CASES["custom"] = tuple(int(n) for n in args.shape.split(","))
+        args.cases = ["custom"]
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, CPU; median of {args.repeat}")
     rows = run(args.cases, args.kinds, args.repeat)
