@@ -164,7 +164,7 @@ class RankSEG(Transform):
         decoder = rankseg_plugins.RankSEG(**{**self.options, **overrides}) if overrides else self.decoder
         out = decoder(img_t.unsqueeze(0))[0]
         to_onehot = self.to_onehot if to_onehot is None else _check_onehot(to_onehot)
-        if out.dtype == torch.bool:  # multilabel: one mask per channel already
+        if decoder.options.output_mode == "multilabel":  # one mask per channel already
             if to_onehot is not None:
                 raise ValueError("to_onehot applies to multiclass output only; multilabel output is already one-hot.")
         elif to_onehot is None:
