@@ -2,69 +2,69 @@
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
 import torch
 
-from .functional import decode, rankseg_thresholds
-from .options import Options
+from .functional import decode, thresholds
+from .options import Options, option_specs
+
+
+def options_signature(*leading: inspect.Parameter) -> inspect.Signature:
+    """A signature ``(*leading, *, metric=..., ...)`` listing every option with its default, for ``help()`` and IDEs."""
+    kw = inspect.Parameter.KEYWORD_ONLY
+    return inspect.Signature([*leading, *(inspect.Parameter(n, kw, default=s.default) for n, s in option_specs().items())])
 
 
 class RankSEG:
     """Dice/IoU-optimal prediction from class probabilities (RankSEG; Dai & Li 2023, Wang & Dai 2025).
 
     Instead of ``argmax``, each image and class keeps the mask that maximises the expected metric under the
-    model's probabilities. The optimal mask keeps the pixels above a per-image, per-class threshold; the
-    default solver finds it with the reciprocal moment approximation (RMA) in O(d), without sorting.
+    model's probabilities: the pixels above a per-image, per-class threshold, found without sorting by the
+    reciprocal moment approximation (RMA), or exactly with ``solver="exact"``. By default a class keeps its mask
+    only where that beats predicting it absent (``ignore_empty`` says how an absent structure is scored).
 
-    Args:
-        metric: ``"dice"``, ``"iou"`` or ``"acc"`` (argmax / threshold 0.5, the usual baseline).
-        output_mode: ``"multiclass"`` (softmax input, non-overlapping labels ``(B, *spatial)`` int64) or
-            ``"multilabel"`` (sigmoid input, one mask per class ``(B, C, *spatial)`` bool). ``C == 1`` means a
-            binary foreground probability; multiclass output is then the 0/1 label map.
-        solver: ``"rma"`` (default) or ``"exact"`` (true expected metric, see :mod:`rankseg_plugins.exact`).
-        smooth: ``s >= 0`` in ``Dice = (2|A∩Y| + s) / (|A| + |Y| + s)`` (likewise IoU).
-        pruning_prob: multiclass only; a class whose largest probability in an image is ``<= pruning_prob``
-            claims no pixels there (it can still win contested pixels). The default 0.5 never creates a class
-            the model is not confident about anywhere, so a faint small lesion stays missed; lower it to keep one.
-        unassigned: multiclass pixels that no class claims go to the class with the largest increment score
-            (``"max_score"``) or get ``void_index`` (``"void"``).
-        void_index: label for unclaimed pixels with ``unassigned="void"``.
+    Options (keyword only; :func:`rankseg_plugins.options.option_specs` lists them with their help):
+    ``metric`` (``"dice"``, ``"iou"``, ``"acc"``), ``output_mode`` (``"multiclass"``, ``"multilabel"``), ``solver``
+    (``"rma"``, ``"exact"``), ``smooth``, ``pruning_prob`` (``None``: presence rule), ``ignore_empty``, ``regions``,
+    ``unassigned``, ``void_index``. Names and values are case- and space-insensitive, and the reference package's
+    spellings are accepted.
 
-    Option strings are case-insensitive. Input: ``(B, C, *spatial)`` float16/bfloat16/float32/float64
-    probabilities in [0, 1], any number of spatial dims, any memory layout, any device; the output is on the
-    input's device and the input is never modified.
+    Input: ``(B, C, *spatial)`` float16/bfloat16/float32/float64 probabilities in [0, 1], any number of spatial dims,
+    any memory layout, any device. Output on the input's device, the input never modified: multiclass (and
+    regions) ``(B, *spatial)`` int64 labels, multilabel ``(B, C, *spatial)`` bool masks. ``C == 1`` is a binary
+    foreground probability.
 
     Example::
 
-        >>> probs = torch.softmax(logits, dim=1)        # (B, C, H, W)
-        >>> labels = RankSEG(metric="dice")(probs)      # (B, H, W) int64, instead of probs.argmax(1)
+        >>> import torch
+        >>> from rankseg_plugins import RankSEG
+        >>> probs = torch.tensor([[[[0.9, 0.4, 0.4, 0.4]]]])  # (B, C, H, W): one foreground probability map
+        >>> (probs > 0.5).long()[:, 0]                      # thresholding: best expected pixel accuracy
+        tensor([[[1, 0, 0, 0]]])
+        >>> RankSEG(metric="dice")(probs)                   # best expected Dice
+        tensor([[[1, 1, 1, 1]]])
     """
 
-    def __init__(
-        self,
-        metric: str = "dice",
-        output_mode: str = "multiclass",
-        solver: str = "rma",
-        smooth: float = 0.0,
-        pruning_prob: float = 0.5,
-        unassigned: str = "max_score",
-        void_index: int = 255,
-    ) -> None:
-        self.options = Options.create(metric, output_mode, solver, smooth, pruning_prob, unassigned, void_index)
+    def __init__(self, **options: Any) -> None:
+        self.options = Options.create(**options)
 
     def predict(self, probs: torch.Tensor) -> torch.Tensor:
-        """Labels ``(B, *spatial)`` int64 (multiclass) or masks ``(B, C, *spatial)`` bool (multilabel)."""
+        """Labels ``(B, *spatial)`` int64 (multiclass, regions) or masks ``(B, C, *spatial)`` bool (multilabel)."""
         with torch.no_grad():
             return decode(probs, self.options)
 
     __call__ = predict
 
     def thresholds(self, probs: torch.Tensor) -> torch.Tensor:
-        """``(B, C)`` float64 thresholds: class ``c``'s own mask in image ``b`` is ``probs[b, c] > thresholds[b, c]``.
-
-        ``inf`` marks a pruned class. In multiclass mode these are the masks before overlaps are resolved.
-        """
-        return rankseg_thresholds(probs, self.options)
+        """``(B, C)`` float64 thresholds (``(B, R)`` with regions): class ``c``'s own mask in image ``b`` is
+        ``probs[b, c] > thresholds[b, c]``; ``inf`` marks a class decided absent. In multiclass mode these are the
+        masks before overlaps are resolved."""
+        return thresholds(probs, self.options)
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self.options).items())
-        return f"RankSEG({fields})"
+        return f"RankSEG({', '.join(f'{k}={v!r}' for k, v in self.options.as_dict().items())})"
+
+
+RankSEG.__init__.__signature__ = options_signature(inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY))

@@ -55,6 +55,10 @@ from typing import Callable, NamedTuple
 
 import torch
 
+from . import host
+from .options import Options
+from .validation import probability_stats
+
 _RHO = 1.0 / 32.0  # bin half width over bin centre, in q = 1 - p
 _BETA = (1.0 + _RHO) / (1.0 - _RHO)  # ratio of consecutive bin edges
 _STEP = 0.25  # trapezoid step in y = log u
@@ -357,34 +361,35 @@ def _sort_desc(x: torch.Tensor) -> torch.Tensor:
     return torch.sort(key).values.neg_().view(x.dtype).double()
 
 
-def _normalise(metric: str, smooth: float) -> tuple[str, float]:
-    key = metric.strip().lower() if isinstance(metric, str) else metric
-    if key not in ("dice", "iou"):
-        raise ValueError(f"The exact solver handles metric 'dice' or 'iou'; got {metric!r}.")
-    if isinstance(smooth, bool) or not isinstance(smooth, (int, float)) or not 0.0 <= smooth < math.inf:
-        raise ValueError(f"smooth must be a finite number >= 0; got {smooth!r}.")
-    return key, float(smooth)
+def _metric_options(metric: str, smooth: float) -> tuple[str, float]:
+    """The shared option checks, restricted to the metrics with an expected value here (Dice and IoU)."""
+    opts = Options.create(metric=metric, smooth=smooth)
+    if opts.metric == "acc":
+        raise ValueError("The exact expected metric is defined for metric 'dice' or 'iou'; got 'acc'.")
+    return opts.metric, opts.smooth
 
 
-def exact_thresholds(x: torch.Tensor, metric: str, smooth: float) -> torch.Tensor:
+def exact_thresholds(x: torch.Tensor, metric: str, smooth: float, allow_empty: bool = True) -> torch.Tensor:
     """Thresholds ``(N,)`` float64 such that ``x[n] > t[n]`` is the top-``tau`` mask of row ``n`` with the largest
     exact expected Dice/IoU (module docstring), over ``tau`` that do not split a group of equal probabilities.
 
     ``x``: ``(N, d)`` probabilities in [0, 1] (already validated), any float dtype, device and layout. Among expected
-    values within ``1e-13`` of the best, the smallest mask wins. Empty mask: ``t = max(x[n])``; full mask:
+    values within ``1e-13`` of the best, the smallest mask wins. ``allow_empty=False`` leaves the empty mask out
+    (``ignore_empty=True``: a case whose truth is empty is not scored). Empty mask: ``t = max(x[n])``; full mask:
     ``t = min(x[n]) - 1``; otherwise ``t`` is the largest excluded value. Rows are solved one at a time: one sort,
     ``O(d)`` memory.
     """
-    metric, s = _normalise(metric, smooth)
     out = torch.empty(x.shape[0], dtype=torch.float64, device=x.device)
     for n in range(x.shape[0]):
         p = _sort_desc(x[n])
         d = p.numel()
-        if p[0].item() == 0.0:  # all zero: the empty mask scores 1, any other less
+        if p[0].item() == 0.0:  # all zero: the empty mask scores 1, any other less (or all score 0)
             out[n] = 0.0
             continue
-        lo, hi = _window(p, metric, s)
-        tau, value = _window_values(p, metric, s, lo, hi, boundaries_only=True)
+        lo, hi = _window(p, metric, smooth)
+        tau, value = _window_values(p, metric, smooth, lo, hi, boundaries_only=True)
+        if not allow_empty:
+            tau, value = tau[1:], value[1:]
         best = int(tau[value >= value.max() - _TIE_TOL][0].item())  # tau ascending: the smallest near-best mask
         out[n] = p[0] if best == 0 else (p[-1] - 1.0 if best == d else p[best])
     return out
@@ -399,8 +404,9 @@ def expected_metric_curve(
     ``tau = 0..d`` is ``E[metric(A_tau, Y)]`` with ``A_tau`` the ``tau`` largest entries (within a tie group any
     choice gives the same value). ``O(Q d)`` time: a measuring tool, not the solver.
     """
-    metric, s = _normalise(metric, smooth)
-    p = _sort_desc(_check_probs(p))
+    metric, s = _metric_options(metric, smooth)
+    probability_stats(p.reshape(1, 1, -1), multiclass=False)
+    p = _sort_desc(p.detach().double())
     return p, _window_values(p, metric, s, 0, p.numel(), boundaries_only=False)[1]
 
 
@@ -412,10 +418,9 @@ def expected_metric(
     ``probs``: ``(B, C, *spatial)`` floats in [0, 1]; ``masks``: bool, same shape. ``E[Dice]`` and ``E[IoU]`` as in
     the module docstring, per image and class; ``Dice = (2|A∩Y| + s) / (|A| + |Y| + s)`` with ``0/0 := 1``.
     """
-    metric, s = _normalise(metric, smooth)
-    probs = _check_probs(probs)
-    if probs.ndim < 3:
-        raise ValueError(f"probs must have shape (B, C, *spatial); got {tuple(probs.shape)}.")
+    metric, s = _metric_options(metric, smooth)
+    probability_stats(probs, multiclass=False)
+    probs = probs.detach().double()
     if not isinstance(masks, torch.Tensor) or masks.dtype != torch.bool:
         raise ValueError("masks must be a bool tensor (e.g. probs > threshold, or one_hot(labels).bool()).")
     if masks.shape != probs.shape:
@@ -443,18 +448,80 @@ def _mask_value(p: torch.Tensor, mask: torch.Tensor, metric: str, s: float) -> f
     return _iou(nodes, log_out[None], tau, p_in.sum()[None], s).item()
 
 
-def _check_probs(probs: torch.Tensor) -> torch.Tensor:
-    """float64 copy of ``probs`` after checking it is a floating tensor of finite values in [0, 1]."""
-    if not isinstance(probs, torch.Tensor) or not probs.is_floating_point():
-        raise ValueError("probs must be a floating torch.Tensor of probabilities in [0, 1].")
-    if probs.numel() == 0:
-        raise ValueError(f"probs is empty (shape {tuple(probs.shape)}).")
-    probs = probs.detach().double()
-    if torch.isnan(probs).any():
-        raise ValueError("probs contains NaN.")
-    lo, hi = probs.min().item(), probs.max().item()
-    if lo < 0.0 or hi > 1.0:
-        raise ValueError(
-            f"probs must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]: apply softmax/sigmoid to logits first."
-        )
-    return probs
+SMALL_P = 1e-3  # in candidate_and_empty, pixels at or below enter through their power sums
+_ROW_CHUNK = 1 << 20  # pixels per float64 block of a pass over one row
+
+
+class _Group(NamedTuple):
+    """Pixels of one side of a mask: those above ``SMALL_P`` (descending, float64) and ``P[k] = sum p^k`` (k <= 3)
+    of the rest."""
+
+    big: torch.Tensor
+    P: torch.Tensor
+
+
+def _group_sums(nodes: _Nodes, group: _Group) -> tuple[torch.Tensor, torch.Tensor]:
+    """``sum log(1 - p x)`` and ``sum p / (1 - p x)`` over a group, at every node: the binned series for the big
+    pixels, the first three terms of ``log(1 - y) = -(y + y^2/2 + y^3/3 + ...)`` and of ``p/(1 - p x)`` for the rest."""
+    log_big, f_big = _run_sums(nodes, group.big, _order(group.big.numel()))
+    _, P1, P2, P3 = group.P.tolist()  # P lives on the host
+    x = nodes.x
+    return log_big - x * (P1 + x * (P2 / 2.0 + x * P3 / 3.0)), f_big + P1 + x * (P2 + x * P3)
+
+
+def candidate_and_empty(row: torch.Tensor, theta: torch.Tensor, metric: str, smooth: float) -> tuple[float, float]:
+    """Exact expected metric of the mask ``row > theta`` and of the empty mask, for one (image, class) pair.
+
+    This settles the presence decision where cheap bounds cannot (see :mod:`rankseg_plugins.presence`): typically a
+    faint class with a few expected foreground pixels. Pixels above ``SMALL_P = 1e-3`` go through the binned series
+    of this module (error below ``1e-15``); the others enter through ``P_k = sum p^k``, ``k <= 3``: the dropped terms
+    of ``log(1 - p x)`` are at most ``(p x)^4 / (4 (1 - p x))``, so ``log G`` is off by at most
+    ``SMALL_P^3 P_1 / (4 (1 - SMALL_P)) = 2.5e-10 P_1`` and ``H`` by at most ``1e-9 P_1`` (``H >= S``): both values
+    are exact to a relative ``1e-9 (1 + mu)``. Cost: one pass over the row in float64 blocks, a sort of the pixels
+    above ``SMALL_P``, and ``O(nodes x bins)``. The empty mask scores ``P(X = 0) = exp(sum log(1 - p))`` at ``s = 0``
+    (summed in log space) and ``E[s / (s + X)]`` otherwise.
+    """
+    x = row.reshape(-1)
+    big: dict[bool, list[torch.Tensor]] = {True: [], False: []}
+    P = torch.zeros(2, 4, dtype=torch.float64, device=x.device)  # row 0: inside the mask, row 1: outside
+    for chunk in x.split(_ROW_CHUNK):
+        inside, values = chunk > theta, chunk.double()
+        is_big = values > SMALL_P
+        for side, sel in ((True, inside), (False, ~inside)):
+            big[side].append(values[sel & is_big])
+            v = torch.where(sel & ~is_big, values, 0.0)
+            P[1 - side] += torch.stack([(sel & ~is_big).sum().double(), v.sum(), (v * v).sum(), (v * v * v).sum()])
+    P = host.to_host(P)
+    groups = {side: _Group(_sort_desc(torch.cat(big[side])), P[1 - side]) for side in (True, False)}
+    nodes = _nodes(x.numel(), smooth, x.device)
+    log_in, f_in = _group_sums(nodes, groups[True])
+    log_out, f_out = _group_sums(nodes, groups[False])
+    log_G = log_in + log_out
+    if smooth == 0.0:
+        log_p0 = sum(torch.log1p(-g.big).sum().item() - g.P[1].item() - g.P[2].item() / 2 - g.P[3].item() / 3
+                     for g in groups.values())
+        empty = math.exp(log_p0)
+    else:
+        empty = _empty(nodes, log_G, f_in + f_out, smooth)
+    tau = float(groups[True].big.numel()) + groups[True].P[0].item()
+    if tau == 0:
+        return empty, empty
+    tau_t = torch.tensor([tau], dtype=torch.float64, device=x.device)
+    if metric == "dice":
+        return _dice(nodes, log_G, tau_t[:, None], f_in[None], smooth).item(), empty
+    S = groups[True].big.sum() + groups[True].P[1]
+    return _iou(nodes, log_out[None], tau_t, S[None], smooth).item(), empty
+
+
+def empty_upper_bound(mu: torch.Tensor, smooth: float, d: int) -> torch.Tensor:
+    """Upper bound of the empty mask's ``E[s / (s + X)]`` given only ``mu = E[X]`` (elementwise, float64).
+
+    ``1 - p <= e^-p`` gives ``G(t) <= exp(-mu (1 - t))``, the generating function of a Poisson(``mu``) count:
+    ``P(X = 0) <= e^-mu`` at ``s = 0``, and ``s int e^(-s u) exp(-mu (1 - e^-u)) du`` (the same quadrature) for
+    ``s > 0``.
+    """
+    if smooth == 0.0:
+        return torch.exp(-mu)
+    nodes = _nodes(d, smooth, mu.device)
+    integrand = torch.exp(-smooth * nodes.u - mu[..., None] * nodes.x)
+    return smooth * (integrand @ nodes.w)

@@ -1,98 +1,106 @@
-"""Functional API: ``rankseg(probs, ...)``; ``decode`` and ``rankseg_thresholds`` serve :class:`RankSEG`."""
+"""Functional API: ``rankseg(probs, **options)``; :func:`decode` and :func:`thresholds` serve :class:`RankSEG`.
+
+A decode is: one validating pass of statistics (:mod:`~rankseg_plugins.validation`), one decision per (image,
+class) pair (the solver's mask or the empty mask, :func:`decide`), then masks (multilabel), a label map
+(multiclass, :mod:`~rankseg_plugins.assign`) or painted regions (:mod:`~rankseg_plugins.regions`).
+"""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any
 
 import torch
 
-from .assign import assign_image
+from . import presence, rma
+from .assign import assign
+from .exact import exact_thresholds
 from .options import Options
-from .rma import Decision, rma_decision
-from .validation import check_probs, spatial_dims
+from .regions import RegionLayout, paint, region_layout, region_probs
+from .validation import Stats, check_tensor, probability_stats
 
 
-class ClassMasks(NamedTuple):
-    """Per-image, per-class masks ``{p > theta}``: thresholds on the input's device, statistics on the CPU."""
-
-    theta: torch.Tensor  # (B, C) in the compute dtype; inf for pruned classes
-    tau: torch.Tensor  # (B, C) int64, size of each mask
-    mu: torch.Tensor  # (B, C) float64, total probability of each class
-
-
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float64 stays float64; every narrower float is decided in float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def _decide(row: torch.Tensor, mu: float, opts: Options, dtype: torch.dtype) -> Decision:
+def decide(probs: torch.Tensor, stats: Stats, opts: Options) -> torch.Tensor:
+    """``(B, C)`` thresholds in the compute dtype: pair ``(b, c)``'s mask is ``probs[b, c] > theta[b, c]``; ``inf``
+    marks an empty decision (presence rule, ``pruning_prob``, or an empty optimum)."""
+    dtype = rma.compute_dtype(probs.dtype)
     if opts.solver == "exact":
-        from .exact import exact_thresholds
+        B, C = stats.mu.shape
+        theta = exact_thresholds(probs.reshape(B * C, -1), opts.metric, opts.smooth, allow_empty=not opts.ignore_empty)
+        theta = theta.view(B, C).to(dtype)
+        empty = theta.double() >= stats.pmax
+    else:
+        cand = rma.solve(probs, stats, opts.metric, opts.smooth)
+        theta = cand.theta
+        if opts.ignore_empty or opts.pruning_prob is not None:
+            empty = cand.tau == 0
+        else:
+            empty = presence.empty_wins(probs, stats, cand, opts.metric, opts.smooth)
+    if opts.pruning_prob is not None:
+        empty = empty | (stats.pmax <= opts.pruning_prob)
+    return theta.masked_fill(empty, torch.inf)
 
-        theta = exact_thresholds(row.reshape(1, -1), opts.metric, opts.smooth).item()
-        return Decision(theta, int(torch.count_nonzero(row > theta)))
-    return rma_decision(row, mu, opts.metric, opts.smooth, dtype)
 
-
-def class_masks(probs: torch.Tensor, opts: Options, pmax: torch.Tensor) -> ClassMasks:
-    """Solve every (image, class) pair; prune classes with ``max p <= pruning_prob`` in multiclass mode."""
-    dtype = compute_dtype(probs.dtype)
-    mu = probs.sum(dim=spatial_dims(probs), dtype=dtype).double().cpu()
-    pruned = (pmax <= opts.pruning_prob).cpu() if opts.output_mode == "multiclass" else torch.zeros_like(mu, dtype=torch.bool)
-    B, C = mu.shape
-    theta = torch.full((B, C), torch.inf, dtype=torch.float64)
-    tau = torch.zeros((B, C), dtype=torch.int64)
-    for b in range(B):
-        for c in range(C):
-            if pruned[b, c]:
-                continue
-            theta[b, c], tau[b, c] = _decide(probs[b, c], mu[b, c].item(), opts, dtype)
-    return ClassMasks(theta.to(probs.device, dtype), tau, mu)
+def _lift(theta: torch.Tensor, ndim: int) -> torch.Tensor:
+    return theta.view(*theta.shape, *(1,) * (ndim - 2))
 
 
 def decode(probs: torch.Tensor, opts: Options) -> torch.Tensor:
-    """Validate ``probs`` and decode them with ``opts``: labels (multiclass) or masks (multilabel)."""
+    """Labels ``(B, *spatial)`` int64 (multiclass, regions) or masks ``(B, C, *spatial)`` bool (multilabel)."""
+    if opts.regions is not None:
+        return _decode_regions(probs, opts)
     multiclass = opts.output_mode == "multiclass"
-    pmax = check_probs(probs, multiclass)
-    expand = (...,) + (None,) * (probs.ndim - 2)
+    stats = probability_stats(probs, multiclass)
     if opts.metric == "acc":
         if multiclass and probs.shape[1] > 1:
             return probs.argmax(dim=1)
         masks = probs > 0.5
         return masks[:, 0].long() if multiclass else masks
-    cm = class_masks(probs, opts, pmax)
+    theta = decide(probs, stats, opts)
     if not multiclass:
-        return probs > cm.theta[expand]
+        return probs > _lift(theta, probs.ndim)
     if probs.shape[1] == 1:
-        return (probs > cm.theta[expand])[:, 0].long()
-    labels = torch.empty((probs.shape[0], *probs.shape[2:]), dtype=torch.int64, device=probs.device)
-    for b in range(probs.shape[0]):
-        assign_image(probs[b], cm.theta[b], cm.tau[b], cm.mu[b], opts, out=labels[b])
-    return labels
+        return (probs > _lift(theta, probs.ndim))[:, 0].long()
+    return assign(probs, theta, stats, opts)
 
 
-def rankseg(
-    probs: torch.Tensor,
-    metric: str = "dice",
-    output_mode: str = "multiclass",
-    solver: str = "rma",
-    smooth: float = 0.0,
-    pruning_prob: float = 0.5,
-    unassigned: str = "max_score",
-    void_index: int = 255,
-) -> torch.Tensor:
-    """Dice/IoU-optimal segmentation of ``probs`` ``(B, C, *spatial)``; see :class:`~rankseg_plugins.RankSEG`."""
-    opts = Options.create(metric, output_mode, solver, smooth, pruning_prob, unassigned, void_index)
+def _decode_regions(probs: torch.Tensor, opts: Options) -> torch.Tensor:
+    layout, q, stats = _regions(probs, opts)
+    if opts.metric == "acc":
+        theta = torch.full_like(stats.mu, 0.5, dtype=rma.compute_dtype(q.dtype))
+    else:
+        theta = decide(q, stats, opts)
+    return paint(q, theta, layout, probs if opts.output_mode == "multiclass" else None)
+
+
+def _regions(probs: torch.Tensor, opts: Options) -> tuple[RegionLayout, torch.Tensor, Stats]:
+    """Checked layout, region probabilities ``(B, R, *spatial)`` and their statistics (input validated first)."""
+    softmax = opts.output_mode == "multiclass"
+    layout = region_layout(opts.regions, check_tensor(probs).shape[1], softmax)
+    if not softmax:
+        return layout, probs, probability_stats(probs, multiclass=False)
+    probability_stats(probs, multiclass=True)
+    q = region_probs(probs, layout, rma.compute_dtype(probs.dtype))
+    return layout, q, probability_stats(q, multiclass=False)
+
+
+def thresholds(probs: torch.Tensor, opts: Options) -> torch.Tensor:
+    """``(B, C)`` float64 (``(B, R)`` with regions): pair ``(b, c)``'s mask is ``probs[b, c] > theta[b, c]``
+    (region ``r``'s: ``q[b, r] > theta[b, r]``); ``inf`` marks an empty decision. In multiclass mode these are the
+    masks before overlaps are resolved."""
+    with torch.no_grad():
+        if opts.regions is not None:
+            _, q, stats = _regions(probs, opts)
+        else:
+            q, stats = probs, probability_stats(probs, opts.output_mode == "multiclass")
+        if opts.metric == "acc":
+            if opts.output_mode == "multiclass" and probs.shape[1] > 1 and opts.regions is None:
+                raise ValueError("metric='acc' in multiclass mode is argmax, which has no per-class threshold.")
+            return torch.full(stats.mu.shape, 0.5, dtype=torch.float64, device=probs.device)
+        return decide(q, stats, opts).double()
+
+
+def rankseg(probs: torch.Tensor, **options: Any) -> torch.Tensor:
+    """Dice/IoU-optimal segmentation of ``probs`` ``(B, C, *spatial)``; options and output as :class:`~rankseg_plugins.RankSEG`."""
+    opts = Options.create(**options)
     with torch.no_grad():
         return decode(probs, opts)
-
-
-def rankseg_thresholds(probs: torch.Tensor, opts: Options) -> torch.Tensor:
-    """``(B, C)`` float64 thresholds ``theta`` such that class ``c``'s mask in image ``b`` is ``probs > theta``."""
-    with torch.no_grad():
-        pmax = check_probs(probs, opts.output_mode == "multiclass")
-        if opts.metric == "acc":
-            if opts.output_mode == "multiclass" and probs.shape[1] > 1:
-                raise ValueError("metric='acc' in multiclass mode is argmax, which has no per-class threshold.")
-            return torch.full(probs.shape[:2], 0.5, dtype=torch.float64, device=probs.device)
-        return class_masks(probs, opts, pmax).theta.double()

@@ -1,181 +1,275 @@
-"""RMA (reciprocal moment approximation) solver for one image and one class, without sorting the image.
+"""RMA (reciprocal moment approximation; Wang & Dai, NeurIPS 2025) for every (image, class) pair at once, sort-free.
 
-For probabilities ``p_1..p_d`` with ``mu = sum_i p_i`` and a mask ``A`` with ``|A| = tau`` and ``S = sum_{i in A} p_i``,
-RMA (Wang & Dai, NeurIPS 2025) maximises over masks
+For one pair with probabilities ``p_1..p_d``, ``mu = sum_i p_i`` and a mask ``A = {p > theta}`` with ``|A| = tau`` and
+``S = sum_{i in A} p_i``, RMA maximises
 
     Dice:  f(A) = 2 S / (mu + tau + 1 + s)  +  s / (mu + tau + s)
     IoU:   g(A) = (S + s) / (mu - S + tau + s)
 
-The optimum keeps the pixels above a threshold. Both ``f`` with ``s = 0`` and ``g`` are ratios
-``(S + alpha) / (beta + tau - gamma S)`` of functions that are linear in the mask, so Dinkelbach's iteration
+``f`` with ``s = 0`` and ``g`` are ratios ``(S + alpha) / (beta + tau - gamma S)`` of functions linear in the mask, so
+Dinkelbach's iteration
 
-    lam_{k+1} = (S_k + alpha) / (beta + tau_k - gamma S_k),   A_k = {p > lam_k / (1 + gamma lam_k)}
+    lam_{k+1} = (S_k + alpha) / (beta + tau_k - gamma S_k),    A_k = {p > lam_k / (1 + gamma lam_k)}
 
-climbs to the optimum ``lam*`` and stops exactly when the mask stops changing. Each step only touches the pixels
-kept by the previous one, so after one pass over the image the work shrinks to the uncertain band. For Dice with
-``s > 0`` the optimum's size lies between the count of pixels that always pay off and the ``s``-free solution with
-denominator ``mu + 1 + s``: only that band is sorted, never the whole image.
+(Newton's method on the convex, decreasing ``F(lam) = max_A [S + alpha - lam (beta + tau - gamma S)]``) reaches the
+optimum ``lam*`` exactly: after its first step every iterate is a lower bound, the masks shrink, and it stops when
+a mask repeats. It starts at ``theta = 1/2``: ``lam* < 1/2`` for Dice and ``lam* <= 1`` (``theta* <= 1/2``) for IoU.
+The optimal mask ``{p > theta*}`` keeps no pixel equal to ``theta*`` (adding one leaves the ratio unchanged), so it
+never splits a group of tied probabilities and does not depend on pixel order.
 
-Every full pass walks the class map in chunks of about a million pixels, so a whole CT volume never needs more
-than a chunk of scratch memory beyond the pixels that end up kept.
+Every pair steps together (MATH.md section 7): a step is one pass over the blocks of the batch (a compare and two
+sums per block against a ``(B, C)`` tensor of thresholds) and one host sync. Converged pairs drop out; an image
+whose unconverged classes are few is gathered to just those classes.
+
+Dice with ``s > 0`` is a sum of two ratios. For sizes above the optimum of ``S / (mu + 1 + s + tau)`` both terms fall,
+so that optimum bounds ``tau*`` from above, and every pixel above
+``theta_hi = 1/2 + s (mu + 2 + s) / (2 (mu + s)(mu + 1 + s))`` pays off: one more pass collects the band in between,
+which is sorted per pair, and ``f`` is evaluated at every tie-group boundary in it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import torch
 
-from .chunks import chunk_views
+from . import blocks, host
+from .blocks import Scratch, image_blocks, spatial_dims
+from .tiles import Rows, Tiles, TileSet
+from .validation import Stats
 
-_BRACKET_STEPS = 8  # regula falsi steps before selecting pixels
-_BRACKET_TOL = 1e-3  # or stop once the bracket is this narrow (relative)
-
-
-class Decision(NamedTuple):
-    """One class's mask ``{p > theta}`` and its size ``tau``."""
-
-    theta: float
-    tau: int
+_MAX_STEPS = 100  # Dinkelbach stops exactly; on real maps after 4-9 steps
+_GATHER_FRACTION = 0.5  # gather an image's unconverged classes once they are at most this fraction
 
 
-def _threshold(lam: float, gamma: float) -> float:
-    """Pixels with ``p > lam / (1 + gamma lam)`` raise ``S + alpha - lam (beta + tau - gamma S)``."""
-    return lam / (1.0 + gamma * lam)
+class Candidates(NamedTuple):
+    """The RMA-optimal mask ``probs > theta`` of every pair, with its size, sum and RMA objective (all ``(B, C)``)."""
+
+    theta: torch.Tensor  # compute dtype
+    tau: torch.Tensor  # int64
+    S: torch.Tensor  # float64
+    value: torch.Tensor  # float64: f or g above, a lower bound of the mask's exact expected metric (Jensen)
 
 
-def _parametric(parts: list[torch.Tensor], buf: torch.Tensor, alpha: float, beta: float, gamma: float, lam: float) -> float:
-    """``F(lam) = max_A [S + alpha - lam (beta + tau - gamma S)] = (1 + gamma lam) G(theta) - lam beta + alpha``.
-
-    ``G(theta) = sum_i (p_i - theta)_+ = sum_i max(p_i, theta) - d theta`` with ``theta = lam / (1 + gamma lam)``:
-    one streaming pass and a sum, no selection. ``F`` is convex and strictly decreasing; its root is ``lam*``.
-    """
-    theta = _threshold(lam, gamma)
-    G = -theta * sum(part.numel() for part in parts)
-    for part in parts:
-        scratch = buf[: part.shape[0]]
-        if part.dtype == buf.dtype:
-            torch.clamp(part, min=theta, out=scratch)
-        else:
-            scratch.copy_(part).clamp_(min=theta)
-        G += scratch.sum().item()
-    return (1.0 + gamma * lam) * G - lam * beta + alpha
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float64 stays float64; every narrower float is compared and summed in float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _bracket(parts: list[torch.Tensor], dtype: torch.dtype, alpha: float, beta: float, gamma: float, lam_lo: float, lam_hi: float) -> float:
-    """A lower bound of ``lam*`` close to it, by Illinois regula falsi on ``F`` from ``lam_lo`` (``F >= 0``) and
-    ``lam_hi`` (``F < 0``). Each step costs one streaming pass, far less than selecting pixels, and leaves only a
-    thin band of pixels above the bound that are not in the optimal mask."""
-    buf = torch.empty(parts[0].shape, dtype=dtype, device=parts[0].device)
-    f_lo = _parametric(parts, buf, alpha, beta, gamma, lam_lo)
-    f_hi = _parametric(parts, buf, alpha, beta, gamma, lam_hi)
-    side = 0
-    for _ in range(_BRACKET_STEPS):
-        if f_lo <= 0.0 or lam_hi - lam_lo <= _BRACKET_TOL * lam_hi:
-            break
-        lam = (lam_lo * f_hi - lam_hi * f_lo) / (f_hi - f_lo)
-        f = _parametric(parts, buf, alpha, beta, gamma, lam)
-        if f >= 0.0:
-            lam_lo, f_lo = lam, f
-            f_hi = f_hi / 2 if side == 1 else f_hi
-            side = 1
-        else:
-            lam_hi, f_hi = lam, f
-            f_lo = f_lo / 2 if side == -1 else f_lo
-            side = -1
-    return lam_lo
+def objective(metric: str, smooth: float, mu: torch.Tensor, tau: torch.Tensor, S: torch.Tensor) -> torch.Tensor:
+    """RMA's objective of masks of size ``tau`` and probability sum ``S`` (float64)."""
+    tau, s = tau.double(), smooth
+    if metric == "dice":
+        value = 2.0 * S / (mu + tau + 1.0 + s)
+        return value + s / (mu + tau + s) if s > 0 else value
+    den = mu - S + tau + s
+    return torch.where(den > 0, (S + s) / den.clamp_min(1e-300), torch.zeros_like(den))
 
 
-def _select(parts: list[torch.Tensor], theta: float, dtype: torch.dtype) -> torch.Tensor:
-    """The values above ``theta``, 1-D in ``dtype``: counted first, then copied chunk by chunk into place, so
-    the kept values are held once (no concatenation of per-chunk copies)."""
-    if len(parts) == 1:
-        return parts[0][parts[0] > theta].to(dtype)
-    counts = [int(torch.count_nonzero(part > theta)) for part in parts]
-    kept = torch.empty(sum(counts), dtype=dtype, device=parts[0].device)
-    for part, chunk in zip(parts, kept.split(counts)):
-        chunk.copy_(part[part > theta])
-    return kept
+def solve(probs: torch.Tensor, stats: Stats, metric: str, smooth: float) -> Candidates:
+    """RMA-optimal masks of every (image, class) pair of ``probs`` ``(B, C, *spatial)``, given its :class:`Stats`."""
+    dtype = compute_dtype(probs.dtype)
+    mu = stats.mu
+    if metric == "dice":  # S / (mu + 1 + s + tau): exact for s = 0, and the bound the s > 0 band needs
+        ratio = (torch.zeros_like(mu), mu + 1.0 + smooth, 0.0)
+    else:  # (S + s) / (mu + s + tau - S)
+        ratio = (torch.full_like(mu, smooth), mu + smooth, 1.0)
+    theta, tau, S = _dinkelbach(probs, stats, dtype, *ratio)
+    if metric == "dice" and smooth > 0:
+        theta, tau, S = _dice_smooth_band(probs, stats.tiles, dtype, mu, smooth, theta, tau, S)
+    return Candidates(theta, tau, S, objective(metric, smooth, mu, tau, S))
 
 
-class Optimum(NamedTuple):
-    """Dinkelbach's result: the mask ``{p > theta}``, its size and sum, and ``kept``, the values above the
-    starting bound (a superset of the mask's values)."""
+def chunks(
+    probs: torch.Tensor, rows: Rows | None, active: torch.Tensor, scratch: Scratch
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(values (R, ...), pair (R,))``: the probabilities of the ``active`` (host ``(B, C)`` bool) pairs, as chunks
+    of gathered tiles when ``rows`` is given, else as blocks of the batch (on the CPU an image's active classes are
+    gathered once they are few)."""
+    if rows is not None:
+        step = max(1, blocks.BLOCK_ELEMENTS // rows.values.shape[1])
+        for i in range(0, rows.values.shape[0], step):
+            yield rows.values[i : i + step], rows.pair[i : i + step]
+        return
+    B, C = active.shape
+    for b in range(B):
+        classes = active[b].nonzero().flatten()
+        if classes.numel() == 0:
+            continue
+        gather = probs.device.type == "cpu" and classes.numel() <= _GATHER_FRACTION * C
+        if not gather:
+            classes = torch.arange(C)
+        classes = classes.to(probs.device)
+        for _, block in image_blocks(probs, b):
+            if gather:
+                shape = (classes.numel(), *block.shape[1:])
+                block = torch.index_select(block, 0, classes, out=scratch.take(shape, 1, block.dtype))
+            yield block, b * C + classes
 
-    theta: float
-    tau: int
-    S: float
-    kept: torch.Tensor
+
+def count_sum_above(
+    parts: Iterator[tuple[torch.Tensor, torch.Tensor]], theta: torch.Tensor, scratch: Scratch
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(tau, S)`` ``(B, C)`` float64: count and sum of the values above ``theta[pair]`` over the ``parts`` (pairs
+    not in them get 0). Per part: ``w = (p > theta)`` as floats, ``sum(w)``, ``w *= p``, ``sum(w)``."""
+    flat = theta.flatten()
+    tau = torch.zeros(flat.shape, dtype=torch.float64, device=theta.device)
+    S = torch.zeros_like(tau)
+    for values, pair in parts:
+        th = flat[pair].view(-1, *(1,) * (values.ndim - 1))
+        w = scratch.take(values.shape)
+        torch.gt(values, th, out=w)
+        dims = spatial_dims(w)
+        tau.index_add_(0, pair, w.sum(dims, dtype=w.dtype).double())
+        w.mul_(values)
+        S.index_add_(0, pair, w.sum(dims, dtype=w.dtype).double())
+    return tau.view(theta.shape), S.view(theta.shape)
 
 
 def _dinkelbach(
-    parts: list[torch.Tensor], dtype: torch.dtype, alpha: float, beta: float, gamma: float, lam_lo: float, lam_hi: float
-) -> Optimum:
-    """Maximise ``(S + alpha) / (beta + tau - gamma S)`` over masks ``{p > theta}``; ``lam_lo <= lam* < lam_hi``.
+    probs: torch.Tensor,
+    stats: Stats,
+    dtype: torch.dtype,
+    alpha: torch.Tensor,
+    beta: torch.Tensor,
+    gamma: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Maximise ``(S + alpha) / (beta + tau - gamma S)`` over ``{p > theta}`` for every pair: ``(theta, tau, S)``.
 
-    The pixels above the bracket's bound are selected once; each step then only subtracts the few that fall
-    below the new threshold, so no large index tensor is built. The bound is only a shortcut: if float rounding
-    put it above ``lam*``, the first exact ratio shows it and the iteration restarts from that ratio, which is
-    always a valid bound. Later steps rise monotonically, so a ratio a rounding error lower means convergence.
+    Each pair keeps a bracket ``lo <= lam* < hi``: ``hi`` starts at 1/2 (Dice; 1 for IoU), ``lo`` is the best
+    ratio seen (of ``{p > 1/2}`` after the first step, or of the top pixel). A step evaluates ``A_q = {p > theta(q)}``
+    with ratio ``r``, a new lower bound. At ``q = lo`` it is Dinkelbach's step: ``A_q`` contains the optimum, and a
+    mask that repeats is optimal. With tiles, a step runs on the tiles whose maximum exceeds ``theta(q)``; where
+    those would be more than twice as many as at the bracket's (geometric) middle, the pair probes the middle
+    instead: ``F(q) = (beta + tau - gamma S)(r - q)``, so ``r >= q`` puts ``lam*`` above ``q`` (every later mask
+    lies in ``A_q``) and ``r < q`` puts it below (``hi = q``). So the gathered tiles stay close to the optimum's.
     """
-    # A relative margin keeps float rounding in the bracket from landing a hair above lam* (and a restart).
-    theta = _threshold(_bracket(parts, dtype, alpha, beta, gamma, lam_lo, lam_hi) * (1.0 - 1e-4), gamma)
-    kept = _select(parts, theta, dtype)
-    tau, S = kept.numel(), kept.sum().item()
-    first = True
-    while True:
-        new_theta = _threshold((S + alpha) / (beta + tau - gamma * S), gamma)
-        if first and new_theta < theta:  # the bound overshot lam*: restart from this ratio, a valid bound
-            kept, theta, first = _select(parts, new_theta, dtype), new_theta, False
-            tau, S = kept.numel(), kept.sum().item()
+    ones = torch.ones_like(beta)
+    hi = ones * (0.5 if gamma == 0.0 else 1.0)
+    top = stats.pmax
+    lo = torch.clamp_min((top + alpha) / (beta + 1.0 - gamma * top), 0.0)  # the top pixel alone
+    q = hi.clone()
+    prev = torch.full_like(beta, -1.0)  # size of the last mask known to contain the optimum (-1: none)
+    out_theta = torch.zeros_like(beta, dtype=dtype)
+    out_tau, out_S = torch.zeros_like(beta), torch.zeros_like(beta)
+    active = torch.ones_like(beta, dtype=torch.bool)
+    active_host = torch.ones(active.shape, dtype=torch.bool)
+    scratch = Scratch(dtype, probs.device)
+    tiles, universe = stats.tiles, None  # universe: the tiles above theta(lo), where every later step looks
+    for step in range(_MAX_STEPS):
+        theta = _threshold(q, gamma, dtype)
+        rows = None
+        if tiles is not None:
+            chosen = tiles.above(theta, active) if universe is None else universe.take(universe.above(theta, active))
+            rows = tiles.gather(chosen)
+        tau, S = count_sum_above(chunks(probs, rows, active_host, scratch), theta, scratch)
+        den = beta + tau - gamma * S
+        r = torch.where(den > 0, (S + alpha) / den.clamp_min(1e-300), torch.zeros_like(den))
+        newton = q <= lo
+        # at q = lo the mask contains the optimum: one that repeats (or grows back by a rounding step) is optimal
+        done = active & newton & (prev >= 0) & (tau >= prev)
+        out_theta = torch.where(done, theta, out_theta)
+        out_tau = torch.where(done, tau, out_tau)
+        out_S = torch.where(done, S, out_S)
+        active &= ~done
+        active_host = host.to_host(active)
+        if not active_host.any():
+            break
+        above = r >= q  # lam* >= r >= q: later masks lie inside this one
+        prev = torch.where(newton | above, tau, torch.full_like(tau, -1.0))
+        hi = torch.where(newton | above, hi, q)
+        lo = torch.maximum(lo, r)
+        if tiles is None:
+            q = lo
             continue
-        first = False
-        dropped = kept[(kept > theta) & (kept <= new_theta)]
-        if dropped.numel() == 0:
-            return Optimum(new_theta, tau, S, kept)
-        tau, S, theta = tau - dropped.numel(), S - dropped.sum().item(), new_theta
+        floor = _threshold(lo, gamma, dtype)
+        universe = tiles.above(floor, active) if universe is None else universe.narrow(universe.above(floor, active))
+        q = _next_point(tiles, universe, lo, hi, active & (prev < 0), gamma, dtype, first=step == 0)
+    else:  # not reached on any input seen; the last lower bound's mask is a near-optimal superset
+        out_theta, out_tau, out_S = (torch.where(active, new, old) for new, old in
+                                     ((theta, out_theta), (tau, out_tau), (S, out_S)))
+    return out_theta, out_tau.round().long(), out_S
 
 
-def _dice_smooth_band(opt: Optimum, mu: float, s: float) -> Decision:
-    """Exact RMA Dice optimum for ``s > 0`` given ``opt``, the ``s``-free optimum of ``S / (mu + 1 + s + tau)``.
+def _threshold(lam: torch.Tensor, gamma: float, dtype: torch.dtype) -> torch.Tensor:
+    """Pixels with ``p > lam / (1 + gamma lam)`` raise ``S + alpha - lam (beta + tau - gamma S)``."""
+    return (lam / (1.0 + gamma * lam)).to(dtype)
 
-    ``f = 2 S / D + s / (D - 1)`` with ``D = mu + tau + 1 + s``. For sizes above the ``s``-free optimum both terms
-    only fall, so ``tau* <= opt.tau``. Adding a pixel ``p`` to a mask of size ``tau`` raises ``f`` iff
-    ``p > S / D + s (D + 1) / (2 D (D - 1))``; since ``S / D < 1/2`` every pixel above
-    ``theta_hi = 1/2 + s (mu + 2 + s) / (2 (mu + s)(mu + 1 + s))`` always pays off. Only the band in between is
-    sorted, and ``f`` is evaluated at every tie-group boundary in it.
+
+def _next_point(
+    tiles: Tiles, universe: TileSet, lo: torch.Tensor, hi: torch.Tensor, probing: torch.Tensor, gamma: float,
+    dtype: torch.dtype, first: bool,
+) -> torch.Tensor:
+    """``lo`` (Dinkelbach's step), or, for the ``probing`` pairs (no mask known to contain the optimum yet), the
+    bracket's geometric middle where ``lo`` would gather more than twice as many tiles (after the first step, whose
+    ``lo`` from ``{p > 1/2}`` may be far below, always) as long as the middle's tiles can be gathered at all."""
+    if not bool(probing.any()):
+        return lo
+    mid = torch.maximum(torch.where(lo > 0, (lo * hi).sqrt(), hi / 2), lo)
+    at_mid = universe.count(_threshold(mid, gamma, dtype), probing)
+    if not tiles.fits(int(at_mid.sum())):
+        return lo
+    wide = first | (universe.count(_threshold(lo, gamma, dtype), probing) > 2 * at_mid + 8)
+    return torch.where(probing & wide, mid, lo)
+
+
+def _dice_smooth_band(
+    probs: torch.Tensor,
+    tiles: Tiles | None,
+    dtype: torch.dtype,
+    mu: torch.Tensor,
+    s: float,
+    theta_free: torch.Tensor,
+    tau_free: torch.Tensor,
+    S_free: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Exact RMA Dice optimum for ``s > 0`` from the optimum of ``S / (mu + 1 + s + tau)`` (module docstring).
+
+    Adding a pixel ``p`` to a mask of size ``tau`` raises ``f`` iff ``p > S / D + s (D + 1) / (2 D (D - 1))`` with
+    ``D = mu + tau + 1 + s``; as ``S / D < 1/2`` every pixel above ``theta_hi`` pays off. The band
+    ``(theta_free, theta_hi]`` of every pair is collected in one pass, sorted per pair (descending, stable), and the
+    first maximum of ``f`` over the tie-group boundaries wins (the smaller mask on ties).
     """
-    theta_hi = 0.5 + s * (mu + 2.0 + s) / (2.0 * (mu + s) * (mu + 1.0 + s))
-    kept = opt.kept
-    band = torch.sort(kept[(kept > opt.theta) & (kept <= theta_hi)], descending=True).values.double()
-    tau_hi = opt.tau - band.numel()
-    S_k = (opt.S - band.sum().item()) + torch.cat([band.new_zeros(1), band.cumsum(0)])
-    tau_k = tau_hi + torch.arange(band.numel() + 1, dtype=torch.float64, device=band.device)
-    f = 2.0 * S_k / (mu + tau_k + 1.0 + s) + s / (mu + tau_k + s)
-    splits_tie = torch.zeros_like(f, dtype=torch.bool)
-    splits_tie[1:-1] = band[:-1] == band[1:]
-    k = int(torch.argmax(f.masked_fill(splits_tie, -torch.inf)).item())  # first maximum: the smaller mask
-    theta = band[k].item() if k < band.numel() else opt.theta
-    return Decision(theta, tau_hi + k)
-
-
-def rma_decision(row: torch.Tensor, mu: float, metric: str, smooth: float, dtype: torch.dtype) -> Decision:
-    """RMA-optimal mask of one class of one image as ``{p > theta}``; ``row`` holds its probabilities.
-
-    ``mu`` is ``row.sum()``. ``metric`` is ``"dice"`` or ``"iou"``; ``smooth`` is ``s >= 0``; comparisons and
-    sums run in ``dtype`` (float32 or float64). The mask keeps no pixel equal to ``theta``, so it never splits a
-    group of tied probabilities.
-    """
-    parts, d, s = chunk_views(row), row.numel(), smooth
-    if metric == "dice":
-        # Ratio S / (mu + 1 + s + tau); the full mask gives the feasible start lam_0 = mu / (mu + 1 + s + d).
-        beta = mu + 1.0 + s
-        opt = _dinkelbach(parts, dtype, 0.0, beta, 0.0, mu / (beta + d), 0.5)
-        if s > 0:
-            return _dice_smooth_band(opt, mu, s)
-    else:
-        # Ratio (S + s) / (mu + s + tau - S); start from the full mask, (mu + s) / (d + s).
-        if mu + s == 0.0:  # all-zero map, plain IoU: every mask scores 0, keep the empty one
-            return Decision(0.0, 0)
-        opt = _dinkelbach(parts, dtype, s, mu + s, 1.0, (mu + s) / (d + s), 1.0)
-    return Decision(opt.theta, opt.tau)
+    B, C = mu.shape
+    theta_hi = (0.5 + s * (mu + 2.0 + s) / (2.0 * (mu + s) * (mu + 1.0 + s))).to(dtype)
+    everything = torch.ones((B, C), dtype=torch.bool)
+    rows = None if tiles is None else tiles.gather(tiles.above(theta_free, everything.to(mu.device)))
+    lo, hi = theta_free.flatten(), theta_hi.flatten()
+    values, pairs = [], []
+    for v, pair in chunks(probs, rows, everything, Scratch(dtype, probs.device)):
+        lift = (-1, *(1,) * (v.ndim - 1))
+        band = (v > lo[pair].view(lift)) & (v <= hi[pair].view(lift))
+        values.append(v[band].to(dtype))  # row by row: masked_select walks the chunk in logical order
+        pairs.append(torch.repeat_interleave(pair, band.sum(spatial_dims(band))))
+    if sum(v.numel() for v in values) == 0:  # no pixel between the bounds: the s-free optimum is the optimum
+        return theta_free, tau_free, S_free
+    v, pair = torch.cat(values).double(), torch.cat(pairs)
+    order = torch.sort(v, descending=True, stable=True).indices
+    v, pair = v[order], pair[order]
+    order = torch.sort(pair, stable=True).indices
+    v, pair = v[order], pair[order]
+    n = torch.bincount(pair, minlength=B * C)
+    start = torch.cumsum(n, 0) - n
+    tau_top = tau_free.flatten() - n
+    S_top = S_free.flatten() - torch.zeros_like(mu.flatten()).index_add_(0, pair, v)
+    mu_flat = mu.flatten()
+    j = torch.arange(v.numel(), device=v.device)
+    cum = torch.cumsum(v, 0)
+    S_j = S_top[pair] + cum - (cum - v)[start[pair]]  # band values up to j kept
+    tau_j = tau_top[pair] + (j - start[pair]) + 1
+    boundary = torch.ones_like(pair, dtype=torch.bool)
+    boundary[:-1] = (pair[1:] != pair[:-1]) | (v[1:] != v[:-1])  # keeping up to j splits no tie group
+    f_j = objective("dice", s, mu_flat[pair], tau_j, S_j).masked_fill(~boundary, -torch.inf)
+    f_0 = objective("dice", s, mu_flat, tau_top, S_top)
+    best = torch.full_like(f_0, -torch.inf).scatter_reduce(0, pair, f_j, "amax")
+    band_wins = best > f_0
+    is_best = band_wins[pair] & (f_j == best[pair])
+    first = torch.full_like(n, v.numel()).scatter_reduce(0, pair[is_best], j[is_best], "amin")
+    k, nxt = first.clamp_max(v.numel() - 1), (first + 1).clamp_max(v.numel() - 1)
+    theta = theta_free.flatten().double()
+    theta = torch.where(band_wins & (first + 1 < start + n), v[nxt], theta)  # the largest value left out
+    theta = torch.where(~band_wins & (n > 0), v[start.clamp_max(v.numel() - 1)], theta)  # no band value kept
+    tau = torch.where(band_wins, tau_j[k], tau_top)
+    S = torch.where(band_wins, S_j[k], S_top)
+    return theta.to(dtype).view(B, C), tau.view(B, C), S.view(B, C)

@@ -32,8 +32,15 @@ def rma_best(p: np.ndarray, metric: str, s: float, split_ties: bool = False) -> 
 
 
 def multiclass_assign(probs: np.ndarray, masks: np.ndarray, metric: str, s: float, unassigned: str, void: int) -> np.ndarray:
-    """Step 2 and 3 of the multiclass rule, pixel by pixel. ``probs``/``masks`` are ``(C, d)``."""
+    """Step 2 and 3 of the multiclass rule, pixel by pixel. ``probs``/``masks`` are ``(C, d)``.
+
+    Only classes with a non-empty mask compete for contested and unclaimed pixels; with none, pixels get their argmax
+    class (``void`` with ``unassigned="void"``).
+    """
     C, d = probs.shape
+    eligible = masks.any(1)
+    if not eligible.any():
+        return np.full(d, void) if unassigned == "void" else probs.argmax(0)
     count = masks.sum(0)
     labels = np.full(d, -1, dtype=np.int64)
     m, t = np.zeros(C), np.zeros(C)
@@ -52,6 +59,9 @@ def multiclass_assign(probs: np.ndarray, masks: np.ndarray, metric: str, s: floa
             continue
         scores = []
         for c in range(C):
+            if not eligible[c]:
+                scores.append(-np.inf)
+                continue
             p = probs[c, i]
             if metric == "dice":
                 D = t[c] + mu[c] + 1 + s
@@ -64,14 +74,32 @@ def multiclass_assign(probs: np.ndarray, masks: np.ndarray, metric: str, s: floa
     return labels
 
 
-def expected_dice_bruteforce(p: np.ndarray, mask: np.ndarray, s: float = 0.0) -> float:
-    """E[Dice(mask, Y)] for independent ``Y_i ~ Bernoulli(p_i)`` by enumerating all 2^d outcomes (0/0 counts 0)."""
+def expected_bruteforce(p: np.ndarray, mask: np.ndarray, metric: str = "dice", s: float = 0.0, empty: float = 0.0) -> float:
+    """E[metric(mask, Y)] for independent ``Y_i ~ Bernoulli(p_i)`` by enumerating all 2^d outcomes.
+
+    ``empty`` is the score of an empty mask on an empty truth at ``s = 0`` (``0/0``): 1 for per-case challenge Dice.
+    """
     p = np.asarray(p, dtype=np.float64).ravel()
     mask = np.asarray(mask, dtype=bool).ravel()
     total = 0.0
     for y in itertools.product((0, 1), repeat=p.size):
         y = np.array(y, dtype=bool)
         prob = np.prod(np.where(y, p, 1 - p))
-        den = mask.sum() + y.sum() + s
-        total += prob * ((2 * (mask & y).sum() + s) / den if den > 0 else 0.0)
+        inter = (mask & y).sum()
+        if metric == "dice":
+            num, den = 2 * inter + s, mask.sum() + y.sum() + s
+        else:
+            num, den = inter + s, (mask | y).sum() + s
+        total += prob * (num / den if den > 0 else empty)
     return total
+
+
+def best_mask_bruteforce(p: np.ndarray, metric: str, s: float, allow_empty: bool) -> float:
+    """Largest E[metric] (``0/0 := 1``) over every mask of ``p`` (all 2^d of them; non-empty ones if not ``allow_empty``)."""
+    d = np.asarray(p).size
+    best = -np.inf
+    for bits in itertools.product((False, True), repeat=d):
+        mask = np.array(bits)
+        if mask.any() or allow_empty:
+            best = max(best, expected_bruteforce(p, mask, metric, s, empty=1.0))
+    return best

@@ -89,3 +89,11 @@ def test_softmax_does_not_warn(recwarn):
     rankseg(probs(2, 4, 16, 16).half())
     rankseg(torch.rand(1, 3, 16, 16), output_mode="multilabel")
     assert not [w for w in recwarn if issubclass(w.category, UserWarning)]
+
+
+def test_one_spatial_dim_warns_with_the_fix():
+    """A (C, H, W) image passed without its batch dim reads as (B, C, L): say so, with the fix."""
+    image = torch.rand(2, 64, 64)
+    for mode in ("multiclass", "multilabel"):
+        with pytest.warns(UserWarning, match=r"probs\[None\]"):
+            rankseg(image, output_mode=mode)

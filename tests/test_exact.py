@@ -227,6 +227,6 @@ def test_input_errors():
     with pytest.raises(ValueError, match="metric"):
         expected_metric(p, p > 0.5, metric="acc")
     with pytest.raises(ValueError, match="smooth"):
-        exact_thresholds(p[0], "dice", -1.0)
+        expected_metric(p, p > 0.5, smooth=-1.0)
     with pytest.raises(ValueError, match=r"\(B, C, \*spatial\)"):
         expected_metric(p[0], p[0] > 0.5)
