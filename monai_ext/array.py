@@ -8,6 +8,7 @@ device) and returns the same type on the same device, with meta data and affine 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from monai.config.type_definitions import DtypeLike, NdarrayOrTensor
@@ -84,95 +85,62 @@ class RankSEG(Transform):
     ``C == 1`` is a binary foreground probability.
 
     Args:
-        metric: metric to optimise, ``"dice"``, ``"iou"`` or ``"acc"`` (plain argmax / 0.5 threshold).
-        output_mode: ``"multiclass"`` returns one label map ``(1, *spatial)`` like ``AsDiscrete(argmax=True)``;
-            ``"multilabel"`` returns one mask per channel ``(C, *spatial)``.
-        solver: ``"rma"`` (reciprocal moment approximation, default) or ``"exact"``.
-        smooth: smoothing constant of the metric.
-        pruning_prob: multiclass only; a class whose largest probability in the sample is <= this value claims
-            no voxel of its own (it can still win voxels no other class claims). The default 0.5 never creates a
-            class the model is nowhere confident about, so a faint small lesion stays missed, as with argmax;
-            lower it to let such lesions through.
-        unassigned: multiclass only, what voxels no class claims get: ``"max_score"`` (the class with the best
-            metric increment) or ``"void"`` (``void_index``).
-        void_index: label written for unassigned voxels when ``unassigned="void"``.
-        to_onehot: multiclass only; if not None, return one-hot ``(to_onehot, *spatial)`` masks that feed
-            ``DiceMetric`` directly (``void_index`` voxels are zero in every channel).
+        to_onehot: for label-map output (multiclass, or ``regions``); if not None, return one-hot
+            ``(to_onehot, *spatial)`` masks that feed ``DiceMetric`` directly (``void_index`` voxels are zero in
+            every channel).
         dtype: output data type, default float32 like ``AsDiscrete``.
+        options: the RankSEG options of :class:`rankseg_plugins.RankSEG` (``metric``, ``output_mode``, ``solver``,
+            ``smooth``, ``pruning_prob``, ``ignore_empty``, ``regions``, ``unassigned``, ``void_index``), declared in
+            :mod:`rankseg_plugins.options` with their defaults. Multiclass output (and ``regions``) is one label map
+            ``(1, *spatial)`` like ``AsDiscrete(argmax=True)``; multilabel output one mask per channel.
 
     Example:
 
-        >>> probs = torch.tensor([[[0.9, 0.4]], [[0.1, 0.6]]])
-        >>> RankSEG()(probs)
-        # tensor([[[0., 1.]]])
+        >>> import torch
+        >>> from monai.transforms import AsDiscrete
+        >>> from monai_ext import RankSEG
+        >>> probs = torch.tensor([[[0.9, 0.4, 0.4, 0.4]]])  # one sample (C=1, H=1, W=4): a foreground probability
+        >>> AsDiscrete(threshold=0.5)(probs).tolist()      # best expected pixel accuracy
+        [[[1.0, 0.0, 0.0, 0.0]]]
+        >>> RankSEG()(probs).tolist()                      # best expected Dice
+        [[[1.0, 1.0, 1.0, 1.0]]]
 
     """
 
     backend = [TransformBackends.TORCH]
 
     def __init__(
-        self,
-        metric: str = "dice",
-        output_mode: str = "multiclass",
-        solver: str = "rma",
-        smooth: float = 0.0,
-        pruning_prob: float = 0.5,
-        unassigned: str = "max_score",
-        void_index: int = 255,
-        to_onehot: int | None = None,
-        dtype: DtypeLike | torch.dtype = torch.float32,
+        self, to_onehot: int | None = None, dtype: DtypeLike | torch.dtype = torch.float32, **options: Any
     ) -> None:
-        self.options = {
-            "metric": metric,
-            "output_mode": output_mode,
-            "solver": solver,
-            "smooth": smooth,
-            "pruning_prob": pruning_prob,
-            "unassigned": unassigned,
-            "void_index": void_index,
-        }
-        self.decoder = rankseg_plugins.RankSEG(**self.options)  # options are checked here, not at the first sample
+        self.decoder = rankseg_plugins.RankSEG(**options)  # options are checked here, not at the first sample
         self.to_onehot = _check_onehot(to_onehot)
         self.dtype = dtype
 
-    def __call__(
-        self,
-        img: NdarrayOrTensor,
-        metric: str | None = None,
-        output_mode: str | None = None,
-        solver: str | None = None,
-        smooth: float | None = None,
-        pruning_prob: float | None = None,
-        unassigned: str | None = None,
-        void_index: int | None = None,
-        to_onehot: int | None = None,
-    ) -> NdarrayOrTensor:
+    def __call__(self, img: NdarrayOrTensor, to_onehot: int | None = None, **options: Any) -> NdarrayOrTensor:
         """
         Args:
             img: probabilities of one sample, ``(C, *spatial)``.
-            metric, output_mode, solver, smooth, pruning_prob, unassigned, void_index, to_onehot: if not None,
-                override the value given at construction for this call.
+            to_onehot, options: if given, override the values given at construction for this call.
         """
         img, img_t = _to_sample_tensor(img, type(self).__name__)
-        overrides = {
-            name: value
-            for name, value in zip(
-                self.options, (metric, output_mode, solver, smooth, pruning_prob, unassigned, void_index)
-            )
-            if value is not None
-        }
-        decoder = rankseg_plugins.RankSEG(**{**self.options, **overrides}) if overrides else self.decoder
+        decoder = self.decoder
+        if options:
+            decoder = rankseg_plugins.RankSEG(**decoder.options.replace(**options).as_dict())
         out = decoder(img_t.unsqueeze(0))[0]
         to_onehot = self.to_onehot if to_onehot is None else _check_onehot(to_onehot)
-        if decoder.options.output_mode == "multilabel":  # one mask per channel already
+        opts = decoder.options
+        if opts.output_mode == "multilabel" and opts.regions is None:  # one mask per channel already
             if to_onehot is not None:
-                raise ValueError("to_onehot applies to multiclass output only; multilabel output is already one-hot.")
+                raise ValueError("to_onehot applies to label-map output only; multilabel output is already one-hot.")
         elif to_onehot is None:
             out = out.unsqueeze(0)
         else:
-            num_classes = max(img_t.shape[0], 2)  # C == 1 is binary: labels 0 and 1
+            if opts.regions is not None:
+                num_classes = 1 + max(max(region) for region in opts.regions)
+            else:
+                num_classes = max(img_t.shape[0], 2)  # C == 1 is binary: labels 0 and 1
             if to_onehot < num_classes:
-                raise ValueError(f"to_onehot={to_onehot} is smaller than the {num_classes} classes of the input.")
+                raise ValueError(f"to_onehot={to_onehot} is smaller than the {num_classes} classes of the output.")
             classes = torch.arange(to_onehot, device=out.device).view(-1, *([1] * out.ndim))
             out = out.unsqueeze(0) == classes
         out, *_ = convert_to_dst_type(out, img, dtype=self.dtype)
@@ -181,9 +149,10 @@ class RankSEG(Transform):
 
 class RankSEGNested(Transform):
     """
-    Decode nested region probabilities (one sigmoid channel per region, outermost first) into one label map
-    ``(1, *spatial)``: RankSEG per region (``output_mode="multilabel"``), then :py:class:`RegionsToLabel`.
-    This is how a KiTS23 region-based network (kidney+tumour+cyst, tumour+cyst, tumour) is decoded.
+    Decode nested region probabilities (one sigmoid channel per region) into one label map ``(1, *spatial)``: the
+    KiTS23 region-based network (kidney+tumour+cyst, tumour+cyst, tumour). The same as
+    ``RankSEG(regions=regions, output_mode="multilabel")``: each region is decoded on its own, presence included,
+    and painted outer first, inner last.
 
     Regions decoded independently need not be nested; nesting is enforced by **union** (outer |= inner):
     RankSEG keeps a voxel when its probability exceeds the region's adaptive threshold, which (for Dice) is half
@@ -196,31 +165,25 @@ class RankSEGNested(Transform):
 
     Args:
         regions: label sets of the regions, outermost first; see :py:class:`RegionsToLabel`.
-        metric, solver, smooth: as in :py:class:`RankSEG`, applied to every region.
         dtype: output data type, default float32 like ``AsDiscrete``.
+        options: other RankSEG options (``metric``, ``solver``, ``smooth``, ``ignore_empty``, ...), applied to
+            every region.
     """
 
     backend = [TransformBackends.TORCH]
 
     def __init__(
-        self,
-        regions: Sequence[Sequence[int]],
-        metric: str = "dice",
-        solver: str = "rma",
-        smooth: float = 0.0,
-        dtype: DtypeLike | torch.dtype = torch.float32,
+        self, regions: Sequence[Sequence[int]], dtype: DtypeLike | torch.dtype = torch.float32, **options: Any
     ) -> None:
-        self.decoder = RankSEG(metric=metric, output_mode="multilabel", solver=solver, smooth=smooth, dtype=torch.bool)
-        self.painter = RegionsToLabel(regions, dtype=dtype)
+        _nested_regions(regions)
+        self.decoder = RankSEG(regions=regions, output_mode="multilabel", dtype=dtype, **options)
 
     def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
         """
         Args:
             img: region probabilities ``(len(regions), *spatial)`` in [0, 1] (after ``Activations(sigmoid=True)``).
         """
-        img, img_t = _to_sample_tensor(img, type(self).__name__)
-        _check_channels(img_t, len(self.painter.regions), type(self).__name__)
-        return self.painter(self.decoder(img))
+        return self.decoder(img)
 
 
 class RegionsToLabel(Transform):

@@ -6,6 +6,7 @@ Dictionary-based wrappers around the transforms of :py:mod:`monai_ext.array`, in
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any
 
 import torch
 from monai.config.type_definitions import DtypeLike, KeysCollection, NdarrayOrTensor
@@ -45,7 +46,8 @@ class _ConvertKeys(MapTransform):
 class RankSEGd(MapTransform):
     """
     Dictionary-based wrapper of :py:class:`monai_ext.RankSEG`: use it where the pipeline had
-    ``AsDiscreted(argmax=True)``. Every option also accepts a sequence, one element per key in ``keys``.
+    ``AsDiscreted(argmax=True)``. Every option but ``regions`` and ``dtype`` also accepts a sequence, one element
+    per key in ``keys``; one converter is built per key, at construction.
     """
 
     backend = RankSEG.backend
@@ -53,38 +55,33 @@ class RankSEGd(MapTransform):
     def __init__(
         self,
         keys: KeysCollection,
-        metric: Sequence[str] | str = "dice",
-        output_mode: Sequence[str] | str = "multiclass",
-        solver: Sequence[str] | str = "rma",
-        smooth: Sequence[float] | float = 0.0,
-        pruning_prob: Sequence[float] | float = 0.5,
-        unassigned: Sequence[str] | str = "max_score",
-        void_index: Sequence[int] | int = 255,
         to_onehot: Sequence[int | None] | int | None = None,
         dtype: DtypeLike | torch.dtype = torch.float32,
         allow_missing_keys: bool = False,
+        **options: Any,
     ) -> None:
         """
         Args:
             keys: keys of the probabilities to decode. See also: :py:class:`monai.transforms.compose.MapTransform`
-            metric, output_mode, solver, smooth, pruning_prob, unassigned, void_index, to_onehot, dtype:
-                see :py:class:`monai_ext.RankSEG`.
+            to_onehot, dtype, options: see :py:class:`monai_ext.RankSEG`.
             allow_missing_keys: don't raise exception if key is missing.
         """
         super().__init__(keys, allow_missing_keys)
-        options = (metric, output_mode, solver, smooth, pruning_prob, unassigned, void_index)
-        names = ("metric", "output_mode", "solver", "smooth", "pruning_prob", "unassigned", "void_index")
-        per_key_values = zip(*(ensure_tuple_rep(option, len(self.keys)) for option in options))
-        self.options = [dict(zip(names, values)) for values in per_key_values]
-        self.to_onehot = ensure_tuple_rep(to_onehot, len(self.keys))
-        for per_key, onehot in zip(self.options, self.to_onehot):  # fail now (bundle parsing), not after inference
-            RankSEG(**per_key, to_onehot=onehot)
-        self.converter = RankSEG(dtype=dtype)
+        n = len(self.keys)
+        per_key = {name: value if name == "regions" else ensure_tuple_rep(value, n) for name, value in options.items()}
+        self.converters = [
+            RankSEG(
+                to_onehot=onehot,
+                dtype=dtype,
+                **{name: value if name == "regions" else value[i] for name, value in per_key.items()},
+            )
+            for i, onehot in enumerate(ensure_tuple_rep(to_onehot, n))
+        ]
 
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
         d = dict(data)
-        for key, options, to_onehot in self.key_iterator(d, self.options, self.to_onehot):
-            d[key] = self.converter(d[key], **options, to_onehot=to_onehot)
+        for key, converter in self.key_iterator(d, self.converters):
+            d[key] = converter(d[key])
         return d
 
 
@@ -99,20 +96,18 @@ class RankSEGNestedd(_ConvertKeys):
         self,
         keys: KeysCollection,
         regions: Sequence[Sequence[int]],
-        metric: str = "dice",
-        solver: str = "rma",
-        smooth: float = 0.0,
         dtype: DtypeLike | torch.dtype = torch.float32,
         allow_missing_keys: bool = False,
+        **options: Any,
     ) -> None:
         """
         Args:
             keys: keys of the region probabilities. See also: :py:class:`monai.transforms.compose.MapTransform`
-            regions, metric, solver, smooth, dtype: see :py:class:`monai_ext.RankSEGNested`.
+            regions, dtype, options: see :py:class:`monai_ext.RankSEGNested`.
             allow_missing_keys: don't raise exception if key is missing.
         """
         super().__init__(keys, allow_missing_keys)
-        self.converter = RankSEGNested(regions, metric, solver, smooth, dtype)
+        self.converter = RankSEGNested(regions, dtype, **options)
 
 
 class RegionsToLabeld(_ConvertKeys):

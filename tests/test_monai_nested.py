@@ -78,7 +78,7 @@ def test_regions_must_be_a_nested_chain(regions: tuple) -> None:
 
 
 def test_channel_count_and_binary_input_are_checked() -> None:
-    with pytest.raises(ValueError, match="3 channel"):
+    with pytest.raises(ValueError, match="3 regions but 2 channels"):
         RankSEGNested(KITS23)(region_probs()[:2])
     with pytest.raises(ValueError, match="binary masks"):
         RegionsToLabel(KITS23)(region_probs())

@@ -94,10 +94,10 @@ def test_to_onehot_feeds_dice_metric() -> None:
 
 
 def test_to_onehot_leaves_void_voxels_empty() -> None:
-    p = torch.full((3, 4, 4), 1 / 3)  # no class is confident enough: every voxel is unassigned
-    out = RankSEG(unassigned="void", void_index=255)(p)
+    p = torch.full((3, 4, 4), 1 / 3)  # with the reference's pruning no class claims: every voxel is unassigned
+    out = RankSEG(unassigned="void", void_index=255, pruning_prob=0.5)(p)
     assert (out == 255).all()
-    assert not RankSEG(unassigned="void", to_onehot=3)(p).any()
+    assert not RankSEG(unassigned="void", to_onehot=3, pruning_prob=0.5)(p).any()
 
 
 def test_dtype_option() -> None:
@@ -116,7 +116,7 @@ def test_call_overrides_construction_options() -> None:
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"output_mode": "multilabel", "to_onehot": 3}, "multiclass output only"),
+        ({"output_mode": "multilabel", "to_onehot": 3}, "label-map output only"),
         ({"to_onehot": 2}, "smaller than the 3 classes"),
         ({"to_onehot": True}, "number of classes"),
     ],
