@@ -52,8 +52,7 @@ class RankSEG:
 
     def predict(self, probs: torch.Tensor) -> torch.Tensor:
         """Labels ``(B, *spatial)`` int64 (multiclass, regions) or masks ``(B, C, *spatial)`` bool (multilabel)."""
-        with torch.no_grad():
-            return decode(probs, self.options)
+        return decode(probs, self.options)
 
     __call__ = predict
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from . import presence, rma
+from . import presence, rma, threads
 from .assign import assign
 from .exact import exact_thresholds
 from .options import Options
@@ -46,6 +46,11 @@ def _lift(theta: torch.Tensor, ndim: int) -> torch.Tensor:
 
 def decode(probs: torch.Tensor, opts: Options) -> torch.Tensor:
     """Labels ``(B, *spatial)`` int64 (multiclass, regions) or masks ``(B, C, *spatial)`` bool (multilabel)."""
+    with torch.no_grad(), threads.decoding():
+        return _decode(probs, opts)
+
+
+def _decode(probs: torch.Tensor, opts: Options) -> torch.Tensor:
     if opts.regions is not None:
         return _decode_regions(probs, opts)
     multiclass = opts.output_mode == "multiclass"
@@ -87,7 +92,7 @@ def thresholds(probs: torch.Tensor, opts: Options) -> torch.Tensor:
     """``(B, C)`` float64 (``(B, R)`` with regions): pair ``(b, c)``'s mask is ``probs[b, c] > theta[b, c]``
     (region ``r``'s: ``q[b, r] > theta[b, r]``); ``inf`` marks an empty decision. In multiclass mode these are the
     masks before overlaps are resolved."""
-    with torch.no_grad():
+    with torch.no_grad(), threads.decoding():
         if opts.regions is not None:
             _, q, stats = _regions(probs, opts)
         else:
@@ -101,6 +106,4 @@ def thresholds(probs: torch.Tensor, opts: Options) -> torch.Tensor:
 
 def rankseg(probs: torch.Tensor, **options: Any) -> torch.Tensor:
     """Dice/IoU-optimal segmentation of ``probs`` ``(B, C, *spatial)``; options and output as :class:`~rankseg_plugins.RankSEG`."""
-    opts = Options.create(**options)
-    with torch.no_grad():
-        return decode(probs, opts)
+    return decode(probs, Options.create(**options))

@@ -34,7 +34,7 @@ from typing import NamedTuple
 
 import torch
 
-from . import blocks, host
+from . import blocks, host, threads
 from .blocks import Scratch, image_blocks, spatial_dims
 from .tiles import Rows, Tiles, TileSet
 from .validation import Stats
@@ -92,6 +92,11 @@ def chunks(
         for i in range(0, rows.values.shape[0], step):
             yield rows.values[i : i + step], rows.pair[i : i + step]
         return
+    with threads.streaming():
+        yield from _block_chunks(probs, active, scratch)
+
+
+def _block_chunks(probs: torch.Tensor, active: torch.Tensor, scratch: Scratch) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     B, C = active.shape
     for b in range(B):
         classes = active[b].nonzero().flatten()

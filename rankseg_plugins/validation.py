@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import torch
 
-from . import host
+from . import host, threads
 from .blocks import image_blocks, spatial_dims
 from .tiles import Tiles
 
@@ -74,7 +74,7 @@ def probability_stats(probs: torch.Tensor, multiclass: bool) -> Stats:
     mu = torch.zeros((B, C), dtype=torch.float64, device=probs.device)
     pmax = torch.full_like(mu, -torch.inf)
     pmin = torch.full((), torch.inf, dtype=torch.float64, device=probs.device)
-    with torch.no_grad():
+    with torch.no_grad(), threads.streaming():
         for b in range(B):
             for rows, block in image_blocks(probs if tiles is None else tiles.view, b):
                 dims = spatial_dims(block)
