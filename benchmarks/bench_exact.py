@@ -24,7 +24,7 @@ import sys
 import numpy as np
 import torch
 
-from bench_core import _return_freed_memory, median_seconds, peak_extra_bytes
+from bench_core import median_seconds, peak_extra_bytes, return_freed_memory
 from rankseg_plugins import exact, rankseg
 from rankseg_plugins.exact import expected_metric, expected_metric_curve
 from rma_gap import calibrated_probs, realised
@@ -37,7 +37,7 @@ def make_map(size: tuple[int, ...], kind: str) -> torch.Tensor:
 
 
 def solve(probs: torch.Tensor, solver: str) -> torch.Tensor:
-    return rankseg(probs, output_mode="multilabel", solver=solver)
+    return rankseg(probs, output_mode="multilabel", solver=solver, ignore_empty=solver == "rma")
 
 
 def peak_bytes(size: str, kind: str, solver: str) -> int:
@@ -99,7 +99,7 @@ def step_change(probs: torch.Tensor) -> float:
 
 def monte_carlo(p: torch.Tensor, draws: int, metric: str, s: float) -> tuple[float, float, float]:
     """Exact expected metric of RMA's mask, and the Monte-Carlo mean and standard error over ``draws`` label draws."""
-    mask = rankseg(p.view(1, 1, -1), metric=metric, output_mode="multilabel", smooth=s).view(-1)
+    mask = rankseg(p.view(1, 1, -1), metric=metric, output_mode="multilabel", smooth=s, ignore_empty=True).view(-1)
     e = expected_metric(p.view(1, 1, -1), mask.view(1, 1, -1), metric=metric, smooth=s).item()
     g = torch.Generator().manual_seed(1)
     draw = lambda: (torch.rand(p.shape, generator=g, dtype=torch.float64) < p).view(1, 1, -1)  # noqa: E731
@@ -138,7 +138,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.peak:
-        _return_freed_memory()
+        return_freed_memory()
         probs = make_map(tuple(int(n) for n in args.peak[0].split("x")), args.peak[1])
         solve(probs, args.peak[2])  # warm-up: one-time allocations of the process are not the solver's
         print(peak_extra_bytes(lambda p: solve(p, args.peak[2]), probs))

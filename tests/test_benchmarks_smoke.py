@@ -23,8 +23,8 @@ def test_bench_core(tmp_path):
     pytest.importorskip("rankseg")
     out = run("bench_core.py", "--shape", "2,3,32,32", "--repeat", "1", "--json", str(tmp_path / "rows.json"))
     rows = json.loads((tmp_path / "rows.json").read_text())
-    assert {row["method"] for row in rows} == {"argmax", "rankseg_plugins", "rankseg 0.0.8"}
-    assert all(row["seconds"] > 0 and row["peak_extra_bytes"] >= 0 for row in rows)
+    assert {row["method"] for row in rows} == {"argmax", "rankseg_plugins", "rankseg 0.0.8", "rankseg 0.0.8 screening"}
+    assert all(row["seconds"] > 0 and row["seconds_loaded"] > 0 and row["peak_extra_bytes"] >= 0 for row in rows)
     assert "rankseg_plugins" in out
 
 
