@@ -4,42 +4,44 @@ A parallel region costs little on an idle machine, but when another process keep
 second job) every region waits at its barrier for a thread that is not running: hundreds of short regions then
 cost more than the work. So a decode runs single-threaded, and only the few passes that stream the whole input
 (the statistics, passes over every block, the multiclass claims without tiles) use every thread torch has. On a
-GPU this changes nothing.
+GPU this changes nothing. Torch's thread count is per calling thread (OpenMP), so decodes in several Python
+threads do not disturb each other; the count is restored when the decode ends, also on an error.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 
 import torch
 
-_all = 0  # threads of the streaming passes in the decode under way (0: not inside a decode)
+_state = threading.local()  # .all: the calling thread's torch thread count while it decodes
 
 
 @contextlib.contextmanager
 def decoding() -> Iterator[None]:
     """Run the block single-threaded, remembering torch's thread count for :func:`streaming`."""
-    global _all
-    if _all:  # nested: already set up
+    if getattr(_state, "all", 0):  # nested: already set up
         yield
         return
-    _all = torch.get_num_threads()
+    _state.all = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         yield
     finally:
-        torch.set_num_threads(_all)
-        _all = 0
+        torch.set_num_threads(_state.all)
+        _state.all = 0
 
 
 @contextlib.contextmanager
 def streaming() -> Iterator[None]:
     """Inside :func:`decoding`, run the block with every thread; elsewhere change nothing."""
-    if not _all:
+    n = getattr(_state, "all", 0)
+    if not n:
         yield
         return
-    torch.set_num_threads(_all)
+    torch.set_num_threads(n)
     try:
         yield
     finally:

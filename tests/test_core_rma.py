@@ -327,3 +327,13 @@ def test_host_syncs_do_not_grow_with_classes(monkeypatch):
         rankseg(logits.softmax(1))
     # stats 1 + one per solver step (4 to 12 here) + presence 1 + assignment 2
     assert counts[150] <= counts[3] + 10 and counts[150] <= 20, counts
+
+
+def test_thread_count_is_restored_also_on_errors():
+    """A decode runs single-threaded between its streaming passes and gives torch its thread count back."""
+    before = torch.get_num_threads()
+    rankseg(torch.randn(2, 3, 16, 16).softmax(1))
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError):
+        rankseg(torch.randn(2, 3, 16, 16))  # logits
+    assert torch.get_num_threads() == before
