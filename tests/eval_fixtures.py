@@ -36,6 +36,14 @@ def probabilities(label: np.ndarray, num_classes: int, seed: int) -> np.ndarray:
     return torch.softmax(torch.from_numpy(logits), 0).numpy()
 
 
+def region_probabilities(label: np.ndarray, regions: list[tuple[int, ...]], seed: int) -> np.ndarray:
+    """Noisy sigmoid probabilities ``(R, *spatial)`` float32, one channel per region (a region-based network)."""
+    rng = np.random.default_rng(seed + 200)
+    logits = np.stack([np.where(np.isin(label, r), 2.5, -2.5) for r in regions]).astype(np.float32)
+    logits += rng.normal(0, 1.2, logits.shape).astype(np.float32)
+    return torch.sigmoid(torch.from_numpy(logits)).numpy()
+
+
 def save_nii(path: Path, array: np.ndarray) -> None:
     import nibabel as nib
 
@@ -69,15 +77,22 @@ def write_layout(root: Path, layout: str, n: int = 3) -> list[str]:
     return ids
 
 
-def write_probs(probs_dir: Path, data_dir: Path, layout: str, ids: list[str], fmt: str = "npy") -> None:
-    """Probability maps for ``ids`` from their labels, in ``npy`` / ``npz`` / ``nii.gz`` (channel-last)."""
-    from rankseg_plugins.eval.datasets import discover, load_label
+def write_probs(
+    probs_dir: Path, data_dir: Path, layout: str, ids: list[str], fmt: str = "npy", sigmoid: bool = False
+) -> None:
+    """Probability maps for ``ids`` from their labels, in ``npy`` / ``npz`` / ``nii.gz`` (channel-last): softmax
+    over the classes, or with ``sigmoid`` one channel per scored region of the layout."""
+    from rankseg_eval.cases import read_label
+    from rankseg_eval.layouts import LAYOUTS, discover
 
     probs_dir.mkdir(parents=True, exist_ok=True)
     files = {f.case_id: f for f in discover(data_dir, layout)}
     for k, cid in enumerate(ids):
-        label = load_label(files[cid].label)
-        probs = probabilities(label, 4 if layout == "kits23" else 3, k)
+        label, _ = read_label(files[cid].label)
+        if sigmoid:
+            probs = region_probabilities(label, list(LAYOUTS[layout].regions.values()), k)
+        else:
+            probs = probabilities(label, 4 if layout == "kits23" else 3, k)
         if fmt == "npy":
             np.save(probs_dir / f"{cid}.npy", probs)
         elif fmt == "npz":
@@ -136,4 +151,27 @@ def write_bundle(root: Path) -> Path:
     }
     (root / "configs").mkdir(parents=True, exist_ok=True)
     (root / "configs" / "inference.json").write_text(json.dumps(config, indent=1))
+    return root
+
+
+SHIPPED_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "monai"
+#: Overrides that keep a shipped bundle config small: a 16^3 window and a 2-level UNet.
+TINY_BUNDLE = {"roi_size": [16, 16, 16], "sw_batch_size": 2, "num_workers": 0}
+TINY_NET = {"channels": [4, 8], "strides": [2], "num_res_units": 0}
+
+
+def write_shipped_bundle(root: Path, name: str) -> Path:
+    """A bundle folder around ``configs/monai/<name>/inference.yaml`` (made small): ``root/configs/inference.yaml``
+    and random weights of its network in ``root/models/model.pt``."""
+    import yaml
+    from monai.bundle import ConfigParser
+
+    config = yaml.safe_load((SHIPPED_CONFIGS / name / "inference.yaml").read_text())
+    config.update(TINY_BUNDLE)
+    config["network_def"].update(TINY_NET)
+    (root / "configs").mkdir(parents=True)
+    (root / "configs" / "inference.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (root / "models").mkdir()
+    torch.manual_seed(0)
+    torch.save(ConfigParser(config).get_parsed_content("network_def").state_dict(), root / "models" / "model.pt")
     return root

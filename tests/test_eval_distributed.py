@@ -14,13 +14,14 @@ pytest.importorskip("nibabel")
 
 from eval_fixtures import write_layout, write_probs
 
-from rankseg_plugins.eval.cli import main
+from rankseg_eval.cli import main
 
 
 def without_timings(report: dict) -> dict:
-    """The report minus wall-clock fields (the only ones allowed to differ between runs)."""
+    """The report minus wall-clock fields and the output folder (the only ones allowed to differ between runs)."""
     report = dict(report)
     report.pop("timing")
+    report["config"]["arguments"].pop("out")
     report["cases"] = [{k: v for k, v in c.items() if k != "decode_seconds"} for c in report["cases"]]
     return report
 
@@ -36,7 +37,7 @@ def test_torchrun_two_processes_match_single_process(tmp_path):
     assert main(argv + ["--out", str(tmp_path / "single")]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "rankseg_plugins.eval", *argv, "--out", str(tmp_path / "dist")]
+           "-m", "rankseg_eval", *argv, "--out", str(tmp_path / "dist")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("cases scored: 4, skipped: 1") == 1  # only rank 0 reports

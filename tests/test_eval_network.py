@@ -1,4 +1,4 @@
-"""`rankseg-eval` with a MONAI network: state dict + config, TorchScript, bundle; the embedded demo's pieces."""
+"""rankseg-eval with a MONAI network: state dict + config, TorchScript, bundle; the embedded demo's pieces."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ pytest.importorskip("nibabel")
 
 from eval_fixtures import SHAPE, tree_digest, write_bundle, write_layout, write_network
 
-from rankseg_plugins.eval import demo, inference
-from rankseg_plugins.eval.cli import main
-from rankseg_plugins.eval.datasets import CaseError
+from rankseg_eval import demo, inference
+from rankseg_eval.cases import CaseError, error_message
+from rankseg_eval.cli import main
 
 
 def run(tmp_path, *argv: str) -> dict:
@@ -33,7 +33,7 @@ def test_state_dict_with_network_config(tmp_path):
         "--spacing", "2", "2", "2", "--orientation", "RAS",
     )
     assert [c["case_id"] for c in report["cases"]] == ids and report["skipped"] == []
-    assert report["config"]["roi_size"] == [8, 8, 8]
+    assert report["config"]["arguments"]["roi_size"] == [8, 8, 8]
     assert tree_digest(tmp_path / "data") == before
 
 
@@ -49,8 +49,9 @@ def test_predictor_returns_probabilities_on_the_label_grid(tmp_path):
     assert probs.shape == (3, *SHAPE) and probs.dtype == torch.float32
     assert float(probs.min()) >= 0.0 and float(probs.max()) <= 1.0
     torch.testing.assert_close(probs.sum(0), torch.ones(SHAPE), atol=1e-4, rtol=0)
-    with pytest.raises(CaseError, match="cannot read or preprocess"):
+    with pytest.raises(CaseError, match="cannot read or preprocess") as caught:
         predictor(tmp_path / "data" / "imagesTr" / "._liver_0.nii.gz")
+    assert "(cause: " in error_message(caught.value)
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
@@ -68,18 +69,21 @@ def test_state_dict_without_config_is_a_usage_error(tmp_path, capsys):
     write_layout(tmp_path / "data", "kits19", n=1)
     weights, _ = write_network(tmp_path / "net")
     argv = ["--data", str(tmp_path / "data"), "--layout", "kits19", "--checkpoint", str(weights)]
-    assert main(argv + ["--out", str(tmp_path / "out")]) == 2
+    assert main(argv + ["--roi-size", "8", "8", "8", "--out", str(tmp_path / "out")]) == 2
     assert "give --network-config" in capsys.readouterr().err
 
 
-def test_bundle(tmp_path):
-    ids = write_layout(tmp_path / "data", "kits19", n=2)
+def test_bundle_missing_and_corrupt_images_are_case_errors_with_their_cause(tmp_path):
+    ids = write_layout(tmp_path / "data", "kits19", n=3)
     (tmp_path / "data" / ids[1] / "imaging.nii.gz").unlink()
+    (tmp_path / "data" / ids[2] / "imaging.nii.gz").write_bytes(b"corrupt")
     bundle = write_bundle(tmp_path / "bundle")
     report = run(tmp_path, "--data", str(tmp_path / "data"), "--layout", "kits19", "--bundle", str(bundle))
     assert [c["case_id"] for c in report["cases"]] == ids[:1]
-    assert report["skipped"] == [{"case_id": ids[1], "reason": f"image {tmp_path / 'data' / ids[1]}/imaging.nii.gz "
-                                  "not found"}]
+    reasons = [s["reason"] for s in report["skipped"]]
+    assert reasons[0] == f"image {tmp_path / 'data' / ids[1]}/imaging.nii.gz not found"
+    assert reasons[1].startswith(f"cannot read {tmp_path / 'data' / ids[2]}/imaging.nii.gz")
+    assert "not a gzip file" in reasons[1]
 
 
 def test_demo_checkpoint_is_small_and_loads():
@@ -108,6 +112,7 @@ def test_demo_end_to_end(tmp_path):
     report = run(tmp_path)
     assert len(report["cases"]) == 8 and report["skipped"] == []
     assert list(report["summary"]) == ["liver", "tumour"]
+    assert report["decoding"]["rankseg"].startswith("RankSEG by region: liver {1,2} ⊃ tumour {2}")
     assert report["summary"]["liver"]["dice"]["mean"]["argmax"] > 0.8
     assert (tmp_path / "out" / "figure.png").stat().st_size > 10_000
     assert np.isfinite(report["summary"]["tumour"]["iou"]["delta_pp"])

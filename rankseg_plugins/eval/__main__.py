@@ -1,7 +1,11 @@
-"""``python -m rankseg_plugins.eval``: same as the ``rankseg-eval`` command."""
+"""Deprecated: ``python -m rankseg_plugins.eval`` is ``python -m rankseg_eval`` (the ``rankseg-eval`` command)."""
 
 import sys
+import warnings
 
-from .cli import main
+warnings.warn("python -m rankseg_plugins.eval is deprecated: use rankseg-eval or python -m rankseg_eval",
+              DeprecationWarning, stacklevel=1)
+
+from rankseg_eval.cli import main  # noqa: E402
 
 sys.exit(main())

@@ -10,6 +10,10 @@ the training slices, so no held-out label is ever seen (interleaving keeps the s
 split; a split into upper and lower halves leaves the network guessing on organs it never saw). Sliding-window
 inference runs over the whole volume, as for a new scan; the 8 held-out slabs are the 8 "cases": RankSEG decodes
 each slab and Dice/IoU are computed on it, so the paired statistics have 8 pairs.
+
+Orientation: the ``.mrc`` files carry none. Read from the anatomy (liver on the side of increasing axis 2, the
+kidney behind it, the liver dome at low axis 0), the voxel axes run towards inferior, posterior and the patient's
+right; :data:`AFFINE` says so, which lets the figure show axial slices in radiological orientation.
 """
 
 from __future__ import annotations
@@ -24,10 +28,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .datasets import Case, CaseData
+from .cases import Case, CaseData
+from .layouts import LAYOUTS
 
 CHECKPOINT = Path(__file__).with_name("demo_model.pt")
-REGIONS = {"liver": (1, 2), "tumour": (2,)}
+LAYOUT = LAYOUTS["lits"]
+REGIONS = LAYOUT.regions  # liver {1,2}, tumour {2}: what the demo scores (benchmarks/rma_gap.py uses it)
+#: Voxel (axis 0 inferior, axis 1 posterior, axis 2 the patient's right) -> RAS world, 1 mm voxels (the crop's
+#: spacing is not shipped; it does not matter for the scores or the figure).
+AFFINE = np.array([[0.0, 0, 1, 0], [0, -1, 0, 0], [-1, 0, 0, 0], [0, 0, 0, 1]])
+SOURCE = (
+    "embedded demo: LiTS case 117 (128^3 crop, liver-ct-segmentation-package 1.6.0); tiny MONAI UNet "
+    "(rankseg_eval/demo_model.pt) trained on other axial slices of the same scan; sliding-window inference; "
+    "cases = 8 held-out axial slabs of 8 slices"
+)
 PERIOD = 16
 SLAB = 8
 HELD_OUT_STARTS = tuple(range(SLAB, 128, PERIOD))
@@ -114,7 +128,7 @@ def demo_cases() -> list[Case]:
         def load() -> CaseData:
             image, label, probs = volume()
             sl = slice(start, start + SLAB)
-            return CaseData(probs=probs[:, sl].contiguous(), label=label[sl], image=image[sl])
+            return CaseData(probs[:, sl].contiguous(), label[sl].astype(np.int64), image[sl], AFFINE)
 
         return load
 
