@@ -45,16 +45,14 @@ def assign(probs: torch.Tensor, theta: torch.Tensor, stats: Stats, opts: Options
     out = torch.zeros((B, probs[0, 0].numel()), dtype=torch.int64, device=probs.device)
     tiles = stats.tiles
     rows = None if tiles is None else tiles.gather(tiles.above(theta, eligible))
-    if rows is None:
-        with threads.streaming():
-            m, t = _claims_blocks(probs, theta, out)
-    else:
-        m, t = _claims_tiles(rows, theta, out)
+    with threads.streaming(probs.numel() if rows is None else rows.values.numel()):
+        m, t = (_claims_blocks(probs, theta, out) if rows is None else _claims_tiles(rows, theta, out))
     marked = out < 0
     unclaimed = out == UNCLAIMED if opts.unassigned == "void" else None
     scores = _Scores(opts, theta, stats.mu, m, t, theta.dtype)
-    rest = marked if tiles is None else _resolve_positive(tiles, scores, marked, out)
-    _resolve_gathered(probs, scores, rest, out)
+    with threads.streaming(marked.numel()):
+        rest = marked if tiles is None else _resolve_positive(tiles, scores, marked, out)
+        _resolve_gathered(probs, scores, rest, out)
     if unclaimed is not None:
         out.masked_fill_(unclaimed, opts.void_index)
     out = out.view(B, *probs.shape[2:])

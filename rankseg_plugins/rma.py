@@ -92,8 +92,7 @@ def chunks(
         for i in range(0, rows.values.shape[0], step):
             yield rows.values[i : i + step], rows.pair[i : i + step]
         return
-    with threads.streaming():
-        yield from _block_chunks(probs, active, scratch)
+    yield from _block_chunks(probs, active, scratch)
 
 
 def _block_chunks(probs: torch.Tensor, active: torch.Tensor, scratch: Scratch) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -122,14 +121,21 @@ def count_sum_above(
     tau = torch.zeros(flat.shape, dtype=torch.float64, device=theta.device)
     S = torch.zeros_like(tau)
     for values, pair in parts:
-        th = flat[pair].view(-1, *(1,) * (values.ndim - 1))
-        w = scratch.take(values.shape)
-        torch.gt(values, th, out=w)
-        dims = spatial_dims(w)
-        tau.index_add_(0, pair, w.sum(dims, dtype=w.dtype).double())
-        w.mul_(values)
-        S.index_add_(0, pair, w.sum(dims, dtype=w.dtype).double())
+        with threads.streaming(values.numel()):
+            _count_sum_part(values, flat[pair], tau, S, pair, scratch)
     return tau.view(theta.shape), S.view(theta.shape)
+
+
+def _count_sum_part(
+    values: torch.Tensor, theta: torch.Tensor, tau: torch.Tensor, S: torch.Tensor, pair: torch.Tensor, scratch: Scratch
+) -> None:
+    """Add one part's counts and sums above ``theta`` ``(R,)`` into ``tau`` and ``S`` at ``pair``."""
+    w = scratch.take(values.shape)
+    torch.gt(values, theta.view(-1, *(1,) * (values.ndim - 1)), out=w)
+    dims = spatial_dims(w)
+    tau.index_add_(0, pair, w.sum(dims, dtype=w.dtype).double())
+    w.mul_(values)
+    S.index_add_(0, pair, w.sum(dims, dtype=w.dtype).double())
 
 
 def _dinkelbach(

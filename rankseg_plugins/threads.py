@@ -2,8 +2,8 @@
 
 A parallel region costs little on an idle machine, but when another process keeps a core busy (a data loader, a
 second job) every region waits at its barrier for a thread that is not running: hundreds of short regions then
-cost more than the work. So a decode runs single-threaded, and only the few passes that stream the whole input
-(the statistics, passes over every block, the multiclass claims without tiles) use every thread torch has. On a
+cost more than the work. So a decode runs single-threaded, and only the few passes over a million elements or more
+(the statistics, passes over every block or over many gathered tiles) use every thread torch has. On a
 GPU this changes nothing. Torch's thread count is per calling thread (OpenMP), so decodes in several Python
 threads do not disturb each other; the count is restored when the decode ends, also on an error.
 """
@@ -34,11 +34,15 @@ def decoding() -> Iterator[None]:
         _state.all = 0
 
 
+LARGE = 1 << 20  # elements from which a pass is worth a parallel region
+
+
 @contextlib.contextmanager
-def streaming() -> Iterator[None]:
-    """Inside :func:`decoding`, run the block with every thread; elsewhere change nothing."""
+def streaming(elements: int = LARGE) -> Iterator[None]:
+    """Inside :func:`decoding`, run the block with every thread if it touches at least ``LARGE`` elements;
+    elsewhere change nothing."""
     n = getattr(_state, "all", 0)
-    if not n:
+    if not n or elements < LARGE:
         yield
         return
     torch.set_num_threads(n)

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import torch
 
-from . import host
+from . import host, threads
 
 TILE_LENGTHS = (32, 16, 8)
 COMPACT_FRACTION = 0.4  # gather tiles only when they hold at most this fraction of the input
@@ -79,12 +79,14 @@ class Tiles:
 
     def where(self, wanted: torch.Tensor) -> TileSet:
         """The tiles where ``wanted`` ``(B, C, T)`` holds."""
-        index = host.nonzero(wanted)
-        return TileSet(index, index // self.view.shape[2], self.max.view(-1).index_select(0, index))
+        with threads.streaming(wanted.numel()):
+            index = host.nonzero(wanted)
+            return TileSet(index, index // self.view.shape[2], self.max.view(-1).index_select(0, index))
 
     def above(self, threshold: torch.Tensor, pairs: torch.Tensor) -> TileSet:
         """The tiles of the ``pairs`` ``(B, C)`` bool whose maximum exceeds ``threshold`` ``(B, C)``."""
-        return self.where((self.max > threshold[..., None].to(self.max.dtype)) & pairs[..., None])
+        with threads.streaming(self.max.numel()):
+            return self.where((self.max > threshold[..., None].to(self.max.dtype)) & pairs[..., None])
 
     def fits(self, n: int) -> bool:
         """Whether ``n`` tiles hold at most ``COMPACT_FRACTION`` of the input (else a pass over everything is as
@@ -97,4 +99,5 @@ class Tiles:
         if not self.fits(tiles.index.numel()):
             return None
         tile = (tiles.pair // C) * T + tiles.index % T
-        return Rows(self.view.view(-1, L).index_select(0, tiles.index), tiles.pair, tile)
+        with threads.streaming(tiles.index.numel() * L):
+            return Rows(self.view.view(-1, L).index_select(0, tiles.index), tiles.pair, tile)
