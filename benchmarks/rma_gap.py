@@ -16,7 +16,7 @@ construction. ``--probs``: an ``.npy`` array ``(B, C, *spatial)`` of probabiliti
 independent sigmoids); ``--labels``: an ``.npy`` label map ``(B, *spatial)`` (multiclass) or masks like the
 probabilities; without labels they are drawn from the probabilities. ``--demo``: the LiTS demo network's softmax on
 case 117, its 8 held-out slabs as images, regions liver (classes 1+2) and tumour (class 2), true labels.
-Realised and expected metrics score two empty masks 1 (``0/0 := 1``), like ``rankseg_plugins.eval``.
+Realised and expected metrics score two empty masks 1 (``0/0 := 1``), like ``rankseg-eval``.
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ def from_files(probs_file: Path, labels_file: Path | None, seed: int) -> list[Da
 
 def lits_demo() -> list[Dataset]:
     """The LiTS demo: held-out slabs of case 117 as images, regions liver (1+2) and tumour (2)."""
-    from rankseg_plugins.eval import demo
+    from rankseg_eval import demo
 
     _, label, probs = demo.volume_probabilities()
     label = torch.from_numpy(label.astype(np.int64))

@@ -36,6 +36,11 @@ class Layout:
     regions: ScoredRegions
 
     @property
+    def region_list(self) -> list[list[int]]:
+        """The scored regions as ``RankSEG(regions=...)`` takes them, outermost first."""
+        return [list(labels) for labels in self.regions.values()]
+
+    @property
     def nested(self) -> bool:
         """Whether some region holds another (KiTS, LiTS): such datasets are decoded by region by default."""
         sets = [set(r) for r in self.regions.values()]

@@ -11,7 +11,7 @@ and smoothing ``s >= 0``::
 (IoU: ``|A∩Y|`` and ``|Y \\ A|`` are independent, so ``E[(W + s)/(tau + s + Z)] = (S + s) E[1/(tau + s + Z)]``.)
 The empty mask scores ``E[s / (s + X)] = 1 - E[X / (s + X)] = 1 - int e^-(s+1)u G H_all du``, which is ``P(X = 0)``
 at ``s = 0``: two empty masks score 1 (``0/0 := 1``, the limit ``s -> 0`` and the convention of
-``rankseg_plugins.eval``). All integrals run over ``u in (0, inf)``.
+``rankseg-eval``). All integrals run over ``u in (0, inf)``.
 
 Quadrature. ``u = e^y`` and the trapezoid rule in ``y`` with step ``h = 1/4`` on ``[log u_min, log u_max]``:
 nodes ``u_k``, weights ``h u_k``; about ``4 (log u_max - log u_min)`` nodes: 180 for ``d = 14``, 230 for a 512x512

@@ -1,4 +1,4 @@
-"""Train the tiny 3D UNet of the `rankseg-eval` demo and write `rankseg_plugins/eval/demo_model.pt`.
+"""Train the tiny 3D UNet of the `rankseg-eval` demo and write `rankseg_eval/demo_model.pt`.
 
 Recipe (see README, "rankseg-eval"): LiTS case 117 (128^3 crop shipped by liver-ct-segmentation-package 1.6.0),
 HU clipped to [-200, 250] and scaled to [0, 1]; the loss is taken on the training slices only
@@ -20,7 +20,7 @@ import time
 import numpy as np
 import torch
 
-from rankseg_plugins.eval import demo
+from rankseg_eval import demo
 
 SEED = 0
 STEPS = 1200
