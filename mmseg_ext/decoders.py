@@ -54,12 +54,19 @@ class ArgmaxDecoder:
 
 @DECODERS.register_module("rankseg")
 def rankseg_decoder(**options) -> RankSEG:
-    """RankSEG (Dice/IoU-optimal labels); ``options`` are :class:`rankseg_plugins.RankSEG`'s."""
+    """RankSEG (Dice/IoU-optimal labels); ``options`` are :class:`rankseg_plugins.RankSEG`'s, or ``plan=`` a plan
+    file fitted by ``rankseg-eval --fit-plan``."""
     if "output_mode" in options:
         raise ValueError(
             "mmseg's pred_sem_seg is a label map: the rankseg decoder is always "
             "output_mode='multiclass'; remove output_mode from its options"
         )
+    if "plan" in options:
+        decoder = RankSEG(**options)
+        if decoder.options.output_mode != "multiclass":
+            raise ValueError(f"the plan {options['plan']} decodes sigmoid channels; mmseg's pred_sem_seg needs a "
+                             "softmax (multiclass) plan")
+        return decoder
     return RankSEG(output_mode="multiclass", **options)
 
 

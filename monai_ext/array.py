@@ -91,8 +91,10 @@ class RankSEG(Transform):
         dtype: output data type, default float32 like ``AsDiscrete``.
         options: the RankSEG options of :class:`rankseg_plugins.RankSEG` (``metric``, ``output_mode``, ``solver``,
             ``smooth``, ``pruning_prob``, ``ignore_empty``, ``regions``, ``unassigned``, ``void_index``), declared in
-            :mod:`rankseg_plugins.options` with their defaults. Multiclass output (and ``regions``) is one label map
-            ``(1, *spatial)`` like ``AsDiscrete(argmax=True)``; multilabel output one mask per channel.
+            :mod:`rankseg_plugins.options` with their defaults, or ``plan=`` a plan file fitted by
+            ``rankseg-eval --fit-plan`` (one decision per class or region). Multiclass output (and ``regions``) is
+            one label map ``(1, *spatial)`` like ``AsDiscrete(argmax=True)``; multilabel output one mask per
+            channel.
 
     Example:
 
@@ -125,6 +127,8 @@ class RankSEG(Transform):
         img, img_t = _to_sample_tensor(img, type(self).__name__)
         decoder = self.decoder
         if options:
+            if decoder.plan is not None:
+                raise ValueError("this transform decodes with a plan, which carries its options: no per-call options")
             decoder = rankseg_plugins.RankSEG(**decoder.options.replace(**options).as_dict())
         out = decoder(img_t.unsqueeze(0))[0]
         to_onehot = self.to_onehot if to_onehot is None else _check_onehot(to_onehot)

@@ -37,19 +37,29 @@ from .validation import Stats
 UNCLAIMED, CONTESTED = -1, -2  # marks in the label map between the steps
 
 
-def assign(probs: torch.Tensor, theta: torch.Tensor, stats: Stats, opts: Options) -> torch.Tensor:
+def assign(
+    probs: torch.Tensor, theta: torch.Tensor, stats: Stats, opts: Options, argmax: torch.Tensor | None = None
+) -> torch.Tensor:
     """Labels ``(B, *spatial)`` int64 from ``probs`` ``(B, C, *spatial)`` and per-class thresholds ``theta`` ``(B, C)``
-    (compute dtype, ``inf`` for empty decisions)."""
+    (compute dtype, ``inf`` for empty decisions). Classes flagged in ``argmax`` ``(C,)`` (a plan's decision) claim
+    the pixels where they are the argmax class instead."""
     B, C = theta.shape
+    K = C + 1
     eligible = torch.isfinite(theta)
     out = torch.zeros((B, probs[0, 0].numel()), dtype=torch.int64, device=probs.device)
+    by_argmax = argmax is not None and bool(argmax.any())
+    if by_argmax:
+        eligible = eligible | _argmax_claims(probs, argmax, out)
     tiles = stats.tiles
-    rows = None if tiles is None else tiles.gather(tiles.above(theta, eligible))
+    rows = None if tiles is None else tiles.gather(tiles.above(theta, torch.isfinite(theta)))
     with threads.streaming(probs.numel() if rows is None else rows.values.numel()):
         m, t = (_claims_blocks(probs, theta, out) if rows is None else _claims_tiles(rows, theta, out))
+        if by_argmax:
+            _argmax_alone(probs, argmax, out, m, t)
+    _code_to_labels(out, K)
     marked = out < 0
     unclaimed = out == UNCLAIMED if opts.unassigned == "void" else None
-    scores = _Scores(opts, theta, stats.mu, m, t, theta.dtype)
+    scores = _Scores(opts, eligible, stats.mu, m, t, theta.dtype)
     with threads.streaming(marked.numel()):
         rest = marked if tiles is None else _resolve_positive(tiles, scores, marked, out)
         _resolve_gathered(probs, scores, rest, out)
@@ -61,6 +71,30 @@ def assign(probs: torch.Tensor, theta: torch.Tensor, stats: Stats, opts: Options
     return out
 
 
+def _argmax_claims(probs: torch.Tensor, argmax: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+    """Claims of the classes decoded by argmax (``code = 1 + c K`` where such a class ``c`` is the argmax); return
+    ``(B, C)``: which of them claim pixels (their mask is not empty)."""
+    B, C = probs.shape[:2]
+    present = torch.zeros((B, C), dtype=torch.bool, device=probs.device)
+    for b in range(B):
+        owner = probs[b].max(0).indices.reshape(-1)  # the first maximum, as argmax
+        mine = argmax[owner]
+        code[b] = torch.where(mine, 1 + (C + 1) * owner, 0)
+        present[b] = torch.bincount(owner[mine], minlength=C) > 0
+    return present
+
+
+def _argmax_alone(probs: torch.Tensor, argmax: torch.Tensor, code: torch.Tensor, m: torch.Tensor, t: torch.Tensor) -> None:
+    """Add to ``(m, t)`` the pixels that the classes decoded by argmax hold alone."""
+    C = probs.shape[1]
+    for b in range(probs.shape[0]):
+        best, owner = probs[b].max(0)
+        owner, best = owner.reshape(-1), best.reshape(-1).double()
+        alone = argmax[owner] & (code[b] == 1 + (C + 1) * owner)
+        t[b] += torch.bincount(owner[alone], minlength=C).double()
+        m[b] += torch.bincount(owner[alone], weights=best[alone], minlength=C)
+
+
 def _code_to_labels(code: torch.Tensor, K: int) -> None:
     """In place: a single claim's class, ``UNCLAIMED`` or ``CONTESTED``, block by block."""
     for part in code.view(-1).split(blocks.BLOCK_ELEMENTS):
@@ -69,7 +103,8 @@ def _code_to_labels(code: torch.Tensor, K: int) -> None:
 
 
 def _claims_blocks(probs: torch.Tensor, theta: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Steps 1-2 over every block of the batch: labels (or marks) into ``out`` ``(B, d)``, and ``(m, t)`` ``(B, C)``."""
+    """Steps 1-2 over every block of the batch: the claims' code added into ``out`` ``(B, d)``, and ``(m, t)``
+    ``(B, C)`` of the pixels the classes with a threshold hold alone."""
     B, C = theta.shape
     K = C + 1
     dtype = torch.float32 if C + K * C * (C - 1) // 2 < 2**24 else torch.float64  # exact integer sums
@@ -85,12 +120,11 @@ def _claims_blocks(probs: torch.Tensor, theta: torch.Tensor, out: torch.Tensor) 
             torch.gt(block, theta[b].view(C, *lift), out=w)
             code = out[b, start : start + w[0].numel()]
             start += code.numel()
-            code.copy_(torch.tensordot(weights, w, dims=1).reshape(-1))
+            code.add_(torch.tensordot(weights, w, dims=1).reshape(-1).long())
             w.mul_((code % K == 1).view(w.shape[1:]).to(dtype))  # the sole claims
             dims = tuple(range(1, w.ndim))
             t[b] += w.sum(dims).double()
             m[b] += w.mul_(block).sum(dims).double()
-    _code_to_labels(out, K)
     return m, t
 
 
@@ -100,7 +134,7 @@ def _claims_tiles(rows: Rows, theta: torch.Tensor, out: torch.Tensor) -> tuple[t
     K = C + 1
     L = rows.values.shape[1]
     dtype = torch.float32 if C + K * C * (C - 1) // 2 < 2**24 else torch.float64  # exact integer sums
-    code = torch.zeros(out.shape, dtype=dtype, device=out.device).view(-1, L)
+    code = out.to(dtype).view(-1, L)
     weights = 1.0 + K * torch.arange(C, dtype=dtype, device=out.device)
     flat = theta.flatten()
     scratch = Scratch(dtype, out.device)
@@ -121,7 +155,6 @@ def _claims_tiles(rows: Rows, theta: torch.Tensor, out: torch.Tensor) -> tuple[t
         t.index_add_(0, pair, w.sum(1).double())
         m.index_add_(0, pair, w.mul_(values).sum(1).double())
     out.copy_(code.view(out.shape))
-    _code_to_labels(out, K)
     return m.view(B, C), t.view(B, C)
 
 
@@ -129,12 +162,13 @@ class _Scores:
     """Increment scores from ``(B, C)`` constants (module docstring), computed in ``dtype`` (the compute dtype)."""
 
     def __init__(
-        self, opts: Options, theta: torch.Tensor, mu: torch.Tensor, m: torch.Tensor, t: torch.Tensor, dtype: torch.dtype
+        self, opts: Options, eligible: torch.Tensor, mu: torch.Tensor, m: torch.Tensor, t: torch.Tensor,
+        dtype: torch.dtype,
     ) -> None:
         s = opts.smooth
         self.dtype = dtype
         self.dice = opts.metric == "dice"
-        self.eligible = torch.isfinite(theta)
+        self.eligible = eligible
         if self.dice:  # affine in p: 2 p / (D + 1) + 2 (m + s) (1 / (D + 1) - 1 / D)
             D = t + mu + 1.0 + s
             c0, c1, zero = 2.0 / (D + 1.0), 2.0 * (m + s) * (1.0 / (D + 1.0) - 1.0 / D), (m + s) / D

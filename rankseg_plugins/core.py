@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from .functional import decode, thresholds
 from .options import Options, option_specs
+from .plan import Plan
 
 
 def options_signature(*leading: inspect.Parameter) -> inspect.Signature:
@@ -47,12 +49,22 @@ class RankSEG:
         tensor([[[1, 1, 1, 1]]])
     """
 
-    def __init__(self, **options: Any) -> None:
-        self.options = Options.create(**options)
+    def __init__(self, plan: str | Path | dict | Plan | None = None, **options: Any) -> None:
+        if plan is not None and options:
+            raise ValueError(f"a plan carries its own options; pass either plan= or options, not both ({sorted(options)})")
+        self.plan = None if plan is None else plan if isinstance(plan, Plan) else Plan.load(plan)
+        self.options = Options.create(**options) if self.plan is None else self.plan.options
+
+    @classmethod
+    def from_plan(cls, plan: str | Path | dict | Plan) -> RankSEG:
+        """The decoder a plan describes (``rankseg-eval --fit-plan``): one decision per class or region, see
+        :mod:`rankseg_plugins.plan`. A plan of ``argmax`` everywhere is argmax; of ``rankseg`` everywhere,
+        ``RankSEG(**plan options)``."""
+        return cls(plan=plan)
 
     def predict(self, probs: torch.Tensor) -> torch.Tensor:
         """Labels ``(B, *spatial)`` int64 (multiclass, regions) or masks ``(B, C, *spatial)`` bool (multilabel)."""
-        return decode(probs, self.options)
+        return decode(probs, self.options, self.plan)
 
     __call__ = predict
 
@@ -60,10 +72,16 @@ class RankSEG:
         """``(B, C)`` float64 thresholds (``(B, R)`` with regions): class ``c``'s own mask in image ``b`` is
         ``probs[b, c] > thresholds[b, c]``; ``inf`` marks a class decided absent. In multiclass mode these are the
         masks before overlaps are resolved."""
-        return thresholds(probs, self.options)
+        return thresholds(probs, self.options, self.plan)
 
     def __repr__(self) -> str:
+        if self.plan is not None:
+            decisions = ", ".join(f"{name}: {d.as_dict()}" for name, d in zip(self.plan.targets, self.plan.decisions))
+            return f"RankSEG(plan={{{decisions}}}, {', '.join(f'{k}={v!r}' for k, v in self.options.as_dict().items())})"
         return f"RankSEG({', '.join(f'{k}={v!r}' for k, v in self.options.as_dict().items())})"
 
 
-RankSEG.__init__.__signature__ = options_signature(inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY))
+RankSEG.__init__.__signature__ = options_signature(
+    inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY),
+    inspect.Parameter("plan", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None),
+)

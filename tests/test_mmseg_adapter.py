@@ -284,6 +284,25 @@ def test_decoder_errors(data_root, tmp_path):
         model.postprocess_result(torch.randn(1, 3, 8, 8))
 
 
+def test_plan_and_regions_in_test_cfg(data_root, tmp_path):
+    """test_cfg.rankseg takes every core option (regions here) or a plan fitted by rankseg-eval --fit-plan."""
+    from rankseg_plugins import RankSEG
+
+    plan = {"format": "rankseg-plan", "version": 1, "options": {"metric": "iou"}, "channels": 3,
+            "targets": ["background", "organ", "lesion"],
+            "decisions": [{"decoder": "rankseg"}, {"decoder": "argmax"}, {"decoder": "rankseg", "pruning_prob": 0.3}]}
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    model = build_model(make_config(data_root, tmp_path, decoder="rankseg"))
+    logits = torch.randn(1, 3, 8, 8)
+    for options, expected in [
+        (dict(plan=str(tmp_path / "plan.json")), RankSEG.from_plan(plan)),
+        (dict(regions=[[1, 2], [2]]), RankSEG(regions=[[1, 2], [2]])),
+    ]:
+        model.test_cfg.update(rankseg=options)
+        pred = model.postprocess_result(logits)[0].pred_sem_seg.data
+        assert torch.equal(pred[0], expected(logits.softmax(1))[0])
+
+
 def test_user_registered_decoder_and_dict_form(data_root, tmp_path):
     DECODERS.register_module("test_last_class", module=lambda: lambda probs: probs.argmin(dim=1), force=True)
     model = build_model(make_config(data_root, tmp_path))

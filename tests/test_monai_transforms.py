@@ -196,3 +196,18 @@ def test_cuda_tensor_stays_on_device() -> None:
         out = transform(img)
         assert out.device == img.device
         torch.testing.assert_close(out.cpu(), transform(p))
+
+
+def test_plan_equals_core_plan(tmp_path) -> None:
+    """RankSEG(plan=...) and RankSEGd(keys, plan=...) decode as RankSEG.from_plan(...) does."""
+    plan = {"format": "rankseg-plan", "version": 1, "options": {}, "channels": 3, "targets": ["bg", "a", "b"],
+            "decisions": [{"decoder": "rankseg"}, {"decoder": "threshold", "threshold": 0.4}, {"decoder": "argmax"}]}
+    path = tmp_path / "plan.json"
+    path.write_text(__import__("json").dumps(plan))
+    p = probs(3, SPATIAL["3d"])
+    expected = CoreRankSEG.from_plan(plan)(p[None])
+    torch.testing.assert_close(RankSEG(plan=path)(p).long()[0], expected[0], rtol=0, atol=0)
+    out = RankSEGd(keys=["a", "b"], plan=str(path))({"a": p, "b": p})
+    torch.testing.assert_close(out["b"].long()[0], expected[0], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="carries its options"):
+        RankSEG(plan=path)(p, metric="iou")
