@@ -194,7 +194,9 @@ def _resolve_positive(tiles: Tiles, scores: _Scores, marked: torch.Tensor, out: 
     rows = tiles.gather(tiles.where(wanted))
     if rows is None:
         return marked
-    pixels = host.nonzero(marked)  # sorted: the marked pixels' flat positions
+    pixels = host.nonzero(marked)  # the marked pixels' flat positions
+    number = torch.full((marked.numel(),), -1, dtype=torch.int32, device=out.device)  # position -> index in pixels
+    number[pixels] = torch.arange(pixels.numel(), dtype=torch.int32, device=out.device)
     marked_rows = marked.view(B * T, L)
     c0, c1, zero = scores.c0.flatten(), scores.c1.flatten(), scores.zero.flatten()
     found = []
@@ -203,7 +205,7 @@ def _resolve_positive(tiles: Tiles, scores: _Scores, marked: torch.Tensor, out: 
         values, pair, tile = rows.values[i : i + step], rows.pair[i : i + step], rows.tile[i : i + step]
         keep = host.nonzero((values > zero[pair][:, None]) & marked_rows.index_select(0, tile))
         row = keep // L
-        found.append((torch.searchsorted(pixels, tile[row] * L + keep % L), pair[row],
+        found.append((number[tile[row] * L + keep % L].long(), pair[row],
                       scores(values.view(-1)[keep], c0[pair[row]], c1[pair[row]])))
     where, pair, score = (torch.cat(parts) for parts in zip(*found)) if found else (pixels[:0],) * 3
     best = torch.full(pixels.shape, -torch.inf, dtype=scores.dtype, device=out.device)
