@@ -15,7 +15,7 @@ import pytest
 from docs_blocks import ROOT, Block, blocks, run_block
 from rankseg_plugins.options import option_specs
 
-OWN_TESTS = {"eval.md"}  # run by tests/test_docs_eval.py
+OWN_TESTS = {"eval.md", "nnunet.md"}  # run by tests/test_docs_eval.py, tests/test_docs_nnunet.py
 FILES = [ROOT / "README.md"] + sorted(p for p in (ROOT / "docs").glob("*.md") if p.name not in OWN_TESTS)
 BLOCKS = [b for path in FILES for b in blocks(path) if b.lang in ("python", "bash")]
 
