@@ -1,7 +1,8 @@
 """``rankseg-eval``: does RankSEG help my model on my data? The baseline vs RankSEG, per case, with a report.
 
 With no data option it runs the embedded LiTS demo. Under ``torchrun --nproc_per_node=N`` cases are split across
-ranks and rank 0 writes one merged report.
+ranks and rank 0 writes one merged report. ``--fit-plan PLAN.json`` also fits a plan on the cases (one decision per
+class or region, cross-validated); ``--plan PLAN.json`` evaluates a plan against the baseline.
 """
 
 from __future__ import annotations
@@ -17,14 +18,16 @@ from typing import Any, NoReturn, get_args, get_type_hints
 
 import torch
 
+from rankseg_plugins import Plan
 from rankseg_plugins.options import Options, option_specs
 
 from . import layouts
 from .cases import Case, error_message, probs_cases
-from .decoding import ACTIVATIONS, SET_BY_EVALUATION, Decoders, regions_text
+from .decoding import ACTIVATIONS, METRICS, SET_BY_EVALUATION, Decoders, regions_text
 from .layouts import Layout
+from .plans import AGGREGATES, PlanFitter
 from .report import prepare_out_dir, terminal_table, write_reports
-from .scoring import CaseResult, evaluate
+from .scoring import CaseResult, RunError, evaluate
 from .summary import build_report
 
 #: Errors that mean "the command line (or what it points at) is wrong": exit status 2, one line.
@@ -40,6 +43,8 @@ examples:
   rankseg-eval --data MSD_TASK --layout msd --probs PROBS_DIR
   rankseg-eval --probs PROBS_DIR --labels LABELS_DIR
   torchrun --nproc_per_node=2 -m rankseg_eval --probs PROBS_DIR --labels LABELS_DIR
+  rankseg-eval --probs VAL_PROBS --labels VAL_LABELS --fit-plan plan.json --out fit     # fit a plan
+  rankseg-eval --probs TEST_PROBS --labels TEST_LABELS --plan plan.json --out test      # evaluate it
 
 layouts (--data DIR): kits19/kits23 DIR/case_XXXXX/{{imaging,segmentation}}.nii.gz; lits volume-N.nii +
 segmentation-N.nii in one folder, anywhere under DIR; msd DIR/imagesTr + DIR/labelsTr + DIR/dataset.json.
@@ -78,6 +83,35 @@ def _overlap(text: str) -> float:
     if not 0.0 <= value < 1.0:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
     return value
+
+
+def _folds(text: str) -> int:
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"cross-validation needs at least 2 folds, got {text}")
+    return value
+
+
+def select_cases(cases: list[Case], selection: str) -> list[Case]:
+    """The cases ``selection`` names: ``START:STOP`` (a Python slice of the cases in order, e.g. ``:4``, ``4:``) or
+    case ids separated by commas; ``ValueError`` for an empty selection or an unknown id."""
+    if ":" in selection:
+        try:
+            start, stop = (int(x) if x.strip() else None for x in selection.split(":"))
+        except ValueError as err:
+            raise ValueError(f"--cases {selection!r}: give START:STOP (e.g. :4 or 4:) or case ids with commas") from err
+        chosen = cases[start:stop]
+    else:
+        ids = [x.strip() for x in selection.split(",") if x.strip()]
+        known = {c.case_id: c for c in cases}
+        unknown = [x for x in ids if x not in known]
+        if unknown:
+            raise ValueError(f"--cases: unknown case id(s) {unknown}; the cases are {', '.join(list(known)[:6])}"
+                             + (", ..." if len(known) > 6 else ""))
+        chosen = [known[x] for x in ids]
+    if not chosen:
+        raise ValueError(f"--cases {selection!r} selects none of the {len(cases)} cases")
+    return chosen
 
 
 def add_rankseg_options(group: argparse._ArgumentGroup) -> None:
@@ -133,24 +167,44 @@ def build_parser() -> ArgumentParser:
     add_rankseg_options(p.add_argument_group(
         "RankSEG options", "for both the Dice and the IoU decoder; --ignore-empty also scores as it says: a region "
         "whose truth is empty in a case is left out of that case's scores"))
+    plans = p.add_argument_group("plans (one decision per class or region, fitted on validation cases)")
+    plans.add_argument("--fit-plan", type=Path, metavar="PLAN.json",
+                       help="also fit a plan on these cases (cross-validated: a class or region leaves argmax only "
+                       "where a candidate's paired gain has a 95%% bootstrap interval above 0) and write it here")
+    plans.add_argument("--plan", type=Path, metavar="PLAN.json",
+                       help="evaluate this plan (fitted with --fit-plan) against the baseline; it carries its own "
+                       "RankSEG options")
+    plans.add_argument("--folds", type=_folds, default=5, help="cross-validation folds of --fit-plan (at most one per "
+                       "case)")
+    plans.add_argument("--fit-metric", choices=METRICS, default="dice", help="the metric --fit-plan optimises")
+    plans.add_argument("--aggregate", choices=AGGREGATES, default="case",
+                       help="how --fit-plan scores: the mean over cases of the per-case metric, or the metric of "
+                       "intersections and sizes pooled over the cases (mmseg's IoUMetric); 'dataset' adds a fixed "
+                       "threshold per class as a candidate")
+    plans.add_argument("--cases", metavar="SELECTION",
+                       help="evaluate only these cases: START:STOP over the cases in order (:4, 4:) or case ids "
+                       "separated by commas")
     out = p.add_argument_group("output")
     out.add_argument("--out", type=Path, default=Path("out/rankseg-eval"),
                      help="report folder; must be empty or new, unless --overwrite")
     out.add_argument("--overwrite", action="store_true",
                      help="write into a non-empty --out, replacing rankseg-eval's files there (report.json, "
-                     "cases.csv, report.md, figure.png); other files are left alone")
+                     "cases.csv, report.md, figure.png, reliability.png), and replace an existing --fit-plan "
+                     "file; other files are left alone")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
 @dataclass
 class Job:
-    """What one run evaluates: the cases, the decoders, the layout (``None``: per class) and the recorded config."""
+    """What one run evaluates: the cases, the decoders, the layout (``None``: per class), the recorded config and,
+    with ``--fit-plan``, the plan's fitter."""
 
     cases: list[Case]
     decoders: Decoders
     layout: Layout | None
     config: dict[str, Any]
+    fitter: PlanFitter | None = None
 
 
 def check_device(name: str) -> None:
@@ -183,8 +237,28 @@ def check_roi_size(roi_size: list[int], files: list[layouts.CaseFiles]) -> None:
         return
 
 
+def plan_decoders(args: argparse.Namespace, layout: Layout | None, activation: str) -> Decoders:
+    """The baseline and ``--plan``'s decoder; ``ValueError`` when the plan does not fit the command line."""
+    plan = Plan.load(args.plan)
+    given = [f"--{name.replace('_', '-')}" for name, value in rankseg_options(args).items()
+             if value != option_specs()[name].default]
+    if given:
+        raise ValueError(f"--plan carries its own RankSEG options; drop {', '.join(given)}")
+    decode = "classes" if plan.options.regions is None else "regions"
+    if args.decode is not None and args.decode != decode:
+        raise ValueError(f"--decode {args.decode}, but the plan {args.plan} decodes {decode}")
+    if plan.options.regions is not None and layout is None:
+        raise ValueError(f"the plan {args.plan} decodes regions {[list(r) for r in plan.options.regions]}: give "
+                         "--data DIR --layout NAME, whose scored regions they are")
+    if plan.options.output_mode == "multilabel" and activation != "sigmoid":
+        raise ValueError(f"the plan {args.plan} decodes sigmoid region channels: pass --activation sigmoid")
+    return Decoders(layout.regions if decode == "regions" else None, activation, plan=plan)
+
+
 def make_decoders(args: argparse.Namespace, layout: Layout | None, activation: str) -> Decoders:
-    """The decoders ``--decode``, ``--activation`` and the RankSEG options ask for."""
+    """The decoders ``--decode``, ``--activation`` and the RankSEG options (or ``--plan``) ask for."""
+    if args.plan is not None:
+        return plan_decoders(args, layout, activation)
     if activation == "sigmoid" and (layout is None or args.decode == "classes"):
         raise ValueError("sigmoid probabilities hold one channel per scored region, so they are decoded by region: "
                          "give --data DIR --layout NAME (and no --decode classes)")
@@ -204,6 +278,38 @@ def _demo(args: argparse.Namespace, config: dict[str, Any]) -> Job:
 
     decoders = make_decoders(args, demo.LAYOUT, "softmax")
     return Job(demo.demo_cases(), decoders, demo.LAYOUT, {"source": demo.SOURCE, **config})
+
+
+def plan_job(args: argparse.Namespace, job: Job, distributed: bool) -> Job:
+    """``job`` with ``--cases`` applied and, with ``--fit-plan``, its fitter; ``ValueError`` for what does not fit."""
+    if args.cases is not None:
+        job.cases = select_cases(job.cases, args.cases)
+        job.config["cases"] = [c.case_id for c in job.cases]
+    if args.fit_plan is None:
+        return job
+    if args.plan is not None:
+        raise ValueError("--fit-plan fits a plan and --plan evaluates one: give one of them")
+    if distributed:
+        raise ValueError("--fit-plan runs in one process (its second pass needs every case's statistics): run it "
+                         "without torchrun")
+    if len(job.cases) < 2:
+        raise ValueError(f"--fit-plan cross-validates over cases and needs at least 2; got {len(job.cases)}")
+    job.fitter = PlanFitter(job.decoders, job.layout, args.folds, args.aggregate, args.fit_metric)
+    return job
+
+
+def check_plan_file(path: Path, overwrite: bool, inputs: dict[str, Path | None]) -> None:
+    """Raise ``ValueError`` unless ``--fit-plan``'s file can be written: outside every input folder, not a folder,
+    new unless ``overwrite``."""
+    for name, source in inputs.items():
+        if source is not None and path.resolve().is_relative_to(source.resolve()):
+            raise ValueError(f"--fit-plan {path} is inside --{name} {source}; inputs are never written to")
+    if path.is_dir():
+        raise ValueError(f"--fit-plan {path} is a folder; give a file name, e.g. {path / 'plan.json'}")
+    if path.exists() and not overwrite:
+        raise ValueError(f"--fit-plan {path} exists; pass --overwrite to replace it, or pick another name")
+    if not path.parent.is_dir():
+        raise ValueError(f"--fit-plan {path}: folder {path.parent} does not exist")
 
 
 def _bundle_predictor(args: argparse.Namespace, layout: Layout) -> tuple[Any, Decoders]:
@@ -272,9 +378,11 @@ def _prepare(args: argparse.Namespace, rank: int, distributed: bool) -> tuple[Jo
     job, error = None, None
     try:
         check_device(args.device)
-        job = resolve(args)
+        job = plan_job(args, resolve(args), distributed)
         if rank == 0:  # one rank creates and probes the folder; the others would see its probe file
             inputs = {name: getattr(args, name) for name in ("data", "probs", "labels", "bundle")}
+            if args.fit_plan is not None:
+                check_plan_file(args.fit_plan, args.overwrite, inputs)
             prepare_out_dir(args.out, args.overwrite, inputs)
     except USAGE_ERRORS as err:
         error = error_message(err, typed=False)
@@ -285,6 +393,18 @@ def _prepare(args: argparse.Namespace, rank: int, distributed: bool) -> tuple[Jo
         dist.all_gather_object(errors, error)
         error = next((e for e in errors if e), None)
     return job, error
+
+
+def fit(args: argparse.Namespace, job: Job, results: list[CaseResult], report: dict[str, Any], progress: bool) -> int:
+    """Fit the plan on the scored cases (second pass), write it and add the fit to ``report``; the exit status."""
+    try:
+        fitted = job.fitter.fit(job.cases, results, progress, job.config["source"])
+    except ValueError as err:
+        print(f"rankseg-eval: error: no plan written: {err}", file=sys.stderr)
+        return 1
+    fitted.plan.save(args.fit_plan)
+    report["plan_fit"] = {"plan_file": str(args.fit_plan), **fitted.report}
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -309,18 +429,29 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         progress = not args.no_progress and rank == 0 and sys.stderr.isatty()
         regions = job.layout.regions if job.layout else None
+        observe = job.fitter.observe if job.fitter is not None else None
 
         def run(subset: list[Case]) -> list[CaseResult]:
-            return evaluate(subset, job.decoders, regions, progress)
+            try:
+                return evaluate(subset, job.decoders, regions, progress, observe)
+            except RunError as err:  # reaches rank 0 as a result, so that no rank waits for this one
+                return [CaseResult(subset[0].case_id, error=str(err), stats=err)]
 
         results = run_distributed(job.cases, run) if distributed else run(job.cases)
         if results is None:
             return 0
+        stop = next((r.stats for r in results if isinstance(r.stats, RunError)), None)
+        if stop is not None:
+            print(f"rankseg-eval: error: {stop}", file=sys.stderr)
+            return 2
         report = build_report(results, job.decoders, job.layout, job.config)
+        status = 0 if report["cases"] else 1
+        if job.fitter is not None:
+            status = max(status, fit(args, job, results, report, progress))
         print(terminal_table(report))
         paths = write_reports(args.out, report, results)
         print(f"wrote {', '.join(str(p) for p in paths)} in {time.perf_counter() - start:.1f}s")
-        return 0 if report["cases"] else 1
+        return status
     finally:
         if distributed:
             import torch.distributed as dist

@@ -7,17 +7,21 @@
   kits23 bundle config): the baseline is nnU-Net's ``threshold`` (``p > 0.5`` per channel, painted outermost
   first); RankSEG is ``RankSEG(regions=..., output_mode="multilabel")``.
 
+With a plan (``Decoders(..., plan="plan.json")``, ``rankseg-eval --plan``) the one decoder compared with the baseline
+is the plan's (:mod:`rankseg_plugins.plan`), judged on both metrics.
+
 Every decoder returns a label map, so all are scored alike.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from rankseg_plugins import RankSEG
+from rankseg_plugins import Plan, RankSEG
 from rankseg_plugins.options import check_regions
 from rankseg_plugins.regions import region_layout
 
@@ -43,15 +47,36 @@ def regions_text(regions: ScoredRegions) -> str:
     return text
 
 
+def check_plan(plan: Plan, regions: ScoredRegions | None, activation: str) -> None:
+    """Raise ``ValueError`` unless ``plan`` decodes what is scored: the same regions (or by class) and the same kind
+    of probabilities."""
+    multilabel = plan.options.output_mode == "multilabel"
+    if multilabel != (activation == "sigmoid"):
+        kind = "sigmoid region channels" if multilabel else "softmax classes"
+        raise ValueError(f"the plan was fitted on {kind}, but the probabilities are {activation}: use a plan fitted "
+                         "on this model's outputs")
+    mine = None if not regions else check_regions([list(labels) for labels in regions.values()])
+    if plan.options.regions != mine:
+        fitted = "by class" if plan.options.regions is None else f"regions {[list(r) for r in plan.options.regions]}"
+        asked = "by class" if mine is None else f"regions {regions_text(regions)}"
+        raise ValueError(f"the plan was fitted {fitted} ({', '.join(plan.targets)}), but this evaluation decodes "
+                         f"{asked}: fit a plan for these regions with rankseg-eval --fit-plan")
+
+
 class Decoders:
-    """The baseline and ``RankSEG(metric="dice")`` / ``RankSEG(metric="iou")`` with the same options.
+    """The baseline and ``RankSEG(metric="dice")`` / ``RankSEG(metric="iou")`` with the same options, or the baseline
+    and a plan's decoder.
 
     ``regions``: decode by these regions, outermost first (``None``: by class, softmax only); ``activation``: what
     the probabilities are (see the module docstring); ``options``: any other RankSEG option
-    (:func:`rankseg_plugins.options.option_specs`), e.g. ``solver="exact"``.
+    (:func:`rankseg_plugins.options.option_specs`), e.g. ``solver="exact"``; ``plan``: a plan (file, dict or
+    :class:`~rankseg_plugins.Plan`, which carries its own options) fitted for these regions and probabilities.
     """
 
-    def __init__(self, regions: ScoredRegions | None = None, activation: str = "softmax", **options: Any) -> None:
+    def __init__(
+        self, regions: ScoredRegions | None = None, activation: str = "softmax",
+        plan: str | Path | dict[str, Any] | Plan | None = None, **options: Any,
+    ) -> None:
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}; got {activation!r}")
         fixed = sorted(set(options) & set(SET_BY_EVALUATION))
@@ -62,13 +87,25 @@ class Decoders:
             raise ValueError("sigmoid probabilities hold one channel per region: give the regions, outermost first")
         self.regions = regions
         self.activation = activation
+        if activation == "sigmoid":
+            self._paint = region_layout(check_regions([list(r) for r in regions.values()]), len(regions), softmax=False)
+        self.baseline = "threshold" if activation == "sigmoid" else "argmax"
+        #: The method paired with the baseline for each metric, and what the reports call it.
+        self.paired, self.label = dict(PAIRED), "RankSEG"
+        self.plan: Plan | None = None
+        if plan is not None:
+            if options:
+                raise ValueError(f"a plan carries its own RankSEG options; drop {sorted(options)}")
+            self.plan = plan if isinstance(plan, Plan) else Plan.load(plan)
+            check_plan(self.plan, regions, activation)
+            self.rankseg = {"plan": RankSEG.from_plan(self.plan)}
+            self.paired, self.label = {m: "plan" for m in METRICS}, "plan"
+            return
         if regions:
             options["regions"] = [list(labels) for labels in regions.values()]
         if activation == "sigmoid":
             options["output_mode"] = "multilabel"
-            self._paint = region_layout(check_regions(options["regions"]), len(regions), softmax=False)
         self.rankseg = {PAIRED[m]: RankSEG(metric=m, **options) for m in METRICS}
-        self.baseline = "threshold" if activation == "sigmoid" else "argmax"
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -78,10 +115,17 @@ class Decoders:
     @property
     def ignore_empty(self) -> bool:
         """How a region whose truth is empty is scored: ``False``, 1 for an empty prediction; ``True``, not at all."""
-        return self.rankseg[PAIRED["dice"]].options.ignore_empty
+        return self.rankseg[self.paired["dice"]].options.ignore_empty
 
     def check(self, channels: int, max_label: int) -> None:
-        """Raise :class:`CaseError` unless ``channels`` probabilities fit a label map whose largest label is given."""
+        """Raise :class:`CaseError` unless ``channels`` probabilities fit a label map whose largest label is given,
+        and :class:`~rankseg_eval.scoring.RunError` when they do not fit the plan."""
+        if self.plan is not None and channels != self.plan.channels:
+            from .scoring import RunError
+
+            fitted = f"{self.plan.channels} input channels ({', '.join(self.plan.targets)})"
+            raise RunError(f"the plan was fitted for {fitted}, but the probabilities have {channels}: use the plan "
+                           "fitted for this model")
         if self.activation == "sigmoid":
             if channels != len(self.regions):
                 raise CaseError(
@@ -124,11 +168,29 @@ class Decoders:
         else:
             baseline = "argmax over the classes (p > 0.5 for a single channel)"
         by = f"by region: {regions_text(self.regions)}" if self.regions else "by class"
-        return {
+        described = {
             "baseline": baseline,
             "rankseg": f"RankSEG {by} ({self.activation} probabilities)",
             "options": {name: decoder.options.as_dict() for name, decoder in self.rankseg.items()},
         }
+        if self.plan is not None:
+            decisions = ", ".join(f"{t}: {decision_text(d.as_dict())}" for t, d in zip(self.plan.targets,
+                                                                                      self.plan.decisions))
+            described["rankseg"] = f"plan {by} ({self.activation} probabilities): {decisions}"
+            described["plan"] = self.plan.as_dict()
+        return described
+
+
+def decision_text(decision: dict[str, Any]) -> str:
+    """A plan decision in a few words: ``rankseg``, ``rankseg pruning_prob=0.5``, ``rankseg T=1.3 b=-0.2``, ..."""
+    words = [decision["decoder"]]
+    if "pruning_prob" in decision:
+        words.append(f"pruning_prob={decision['pruning_prob']:g}")
+    if "temperature" in decision:
+        words.append(f"T={decision['temperature']:.3g} b={decision['bias']:+.3g}")
+    if "threshold" in decision:
+        words.append(f"p>{decision['threshold']:g}")
+    return " ".join(words)
 
 
 def options_text(decoding: dict[str, Any]) -> str:

@@ -1,4 +1,5 @@
-"""The report figure: the slice where the baseline and RankSEG differ most, and per-case Dice deltas per region."""
+"""The report figures: the slice where the baseline and RankSEG (or a plan) differ most with per-case Dice deltas per
+region; with a plan fit, reliability diagrams per class or region before and after temperature scaling."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 from .scoring import CaseResult
 
 LABEL_COLOURS = ["#00000000", "#2ca02c", "#d62728", "#1f77b4", "#ff7f0e", "#9467bd", "#8c564b"]
-CHANGE_COLOURS = {"added by RankSEG": "#00e5ff", "removed": "#ff00ff", "relabelled": "#ffd700"}
+CHANGE_COLOURS = {"added": "#00e5ff", "removed": "#ff00ff", "relabelled": "#ffd700"}
 
 
 def _painted_label(region: list[int], regions: list[list[int]]) -> int:
@@ -40,7 +41,9 @@ def figure(path: Path, report: dict[str, Any], results: list[CaseResult]) -> boo
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
-    pv, base = shown.preview, report["baseline"]
+    pv, base, compared = shown.preview, report["baseline"], report["compared"]
+    ours = report["paired"]["dice"]
+    decoder = "RankSEG-Dice" if compared == "RankSEG" else compared
     names = {int(value): name for value, name in report["labels"].items()}
     top = max(int(max(pv.truth.max(), pv.baseline.max(), pv.rankseg.max())), max(names, default=1), 1)
     colours = [LABEL_COLOURS[i % len(LABEL_COLOURS)] for i in range(top + 1)]
@@ -56,8 +59,8 @@ def figure(path: Path, report: dict[str, Any], results: list[CaseResult]) -> boo
     panels = [
         (f"ground truth: {shown.case_id}\nslice {pv.index}, {pv.view}", pv.truth, cmap),
         (f"{base}: case Dice\n{_dice_line(shown.scores[base])}", pv.baseline, cmap),
-        (f"RankSEG-Dice: case Dice\n{_dice_line(shown.scores['rankseg_dice'])}", pv.rankseg, cmap),
-        (f"RankSEG vs {base}:\n{int((change > 0).sum())} voxels of this slice differ", change,
+        (f"{decoder}: case Dice\n{_dice_line(shown.scores[ours])}", pv.rankseg, cmap),
+        (f"{compared} vs {base}:\n{int((change > 0).sum())} voxels of this slice differ", change,
          ListedColormap(["#00000000", *CHANGE_COLOURS.values()])),
     ]
     for col, (title, labels, colour_map) in enumerate(panels):
@@ -68,7 +71,7 @@ def figure(path: Path, report: dict[str, Any], results: list[CaseResult]) -> boo
         ax.set_title(title, fontsize=9)
         ax.set_axis_off()
     handles = [Patch(color=colours[i], label=f"{names.get(i, f'label {i}')} ({i})") for i in range(1, top + 1)]
-    handles += [Patch(color=c, label=t) for t, c in CHANGE_COLOURS.items()]
+    handles += [Patch(color=c, label=f"{t} by {compared}" if t == "added" else t) for t, c in CHANGE_COLOURS.items()]
     fig.legend(handles=handles, loc="outside upper center", ncol=len(handles), fontsize=9, frameon=False)
 
     ax = fig.add_subplot(grid[1, :])
@@ -85,13 +88,54 @@ def figure(path: Path, report: dict[str, Any], results: list[CaseResult]) -> boo
     stable = report["stable_within_pp"]
     ax.axhspan(-stable, stable, color="0.85", zorder=0, label=f"+-{stable:g} pp (stable)")
     ax.axhline(0, color="k", lw=0.8)
-    ax.set_ylabel(f"Dice: RankSEG - {base} (pp)")
+    ax.set_ylabel(f"Dice: {compared} - {base} (pp)")
     ax.set_title("per-case paired Dice delta", fontsize=10)
     if len(cases) <= 24:
         ax.set_xticks(x, cases, rotation=30, ha="right", fontsize=8)
     else:
         ax.set_xlabel(f"{len(cases)} cases")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def reliability_figure(path: Path, fit: dict[str, Any]) -> bool:
+    """Per fitted class or region: observed frequency against predicted probability, before temperature scaling
+    and after it (each fold's cases with the ``T, b`` fitted on the other folds), and the voxels per bin below.
+    Returns ``False`` (writing nothing) when there is nothing to show."""
+    diagrams = fit.get("reliability") or {}
+    if not diagrams:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(diagrams)
+    fig, axes = plt.subplots(2, n, figsize=(4.2 * n, 5.6), height_ratios=[3, 1], squeeze=False, sharex=True,
+                             layout="constrained")
+    for col, (target, entry) in enumerate(diagrams.items()):
+        top, bottom = axes[0, col], axes[1, col]
+        top.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls="--", label="calibrated")
+        curves = [("before", "before (T=1, b=0)", "#1f77b4", -0.011)]
+        if "after" in entry:
+            curves.append(("after", "after, held-out folds", "#ff7f0e", 0.011))
+        for key, label, colour, shift in curves:
+            d = entry[key]
+            top.plot(d["confidence"], d["frequency"], "o-", ms=3.5, color=colour,
+                     label=f"{label}: ECE {d['ece']:.4f}")
+            bottom.bar(np.add(d["confidence"], shift), d["voxels"], width=0.022, color=colour)
+        title = f"{target}: {fit['targets'][target]['choice']}"
+        if "temperature" in entry:
+            title += f"\nfitted on all cases: T={entry['temperature']:.3g}, b={entry['bias']:+.3g}"
+        top.set_title(title, fontsize=9)
+        top.set(xlim=(0, 1), ylim=(0, 1), ylabel="observed frequency" if col == 0 else None)
+        top.set_aspect("equal", adjustable="box")
+        top.legend(fontsize=7, loc="upper left")
+        bottom.set_yscale("log")
+        bottom.set(xlabel="predicted probability", ylabel="voxels" if col == 0 else None)
+    fig.suptitle(f"reliability {fit['decoded'].split(':')[0]}, {fit['cases']} cases", fontsize=10)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True

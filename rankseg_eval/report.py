@@ -2,7 +2,7 @@
 
 A run never mixes with an earlier one: :func:`prepare_out_dir` refuses a folder that already holds files unless
 ``overwrite``, and :func:`write_reports` writes every file of :data:`REPORT_FILES` or removes a stale one (no
-figure without a scored case). Other files in the folder are left alone.
+figure without a scored case, no reliability diagram without a plan fit). Other files in the folder are left alone.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .decoding import METRICS, options_text
+from .decoding import METRICS, decision_text, options_text
 from .scoring import CaseResult
 
-REPORT_FILES = ("report.json", "cases.csv", "figure.png", "report.md")
+REPORT_FILES = ("report.json", "cases.csv", "figure.png", "reliability.png", "report.md")
 
 
 def prepare_out_dir(out: Path, overwrite: bool = False, inputs: Mapping[str, Path | None] | None = None) -> None:
@@ -50,8 +50,8 @@ def _p(value: float | None) -> str:
 
 def summary_rows(report: dict[str, Any]) -> list[list[str]]:
     """Rows (with header) of the summary table shared by the terminal and Markdown output."""
-    rows = [["region", "metric", "n", report["baseline"], "RankSEG", "delta pp", "better", "same", "worse", "sign p",
-             "Wilcoxon p"]]
+    rows = [["region", "metric", "n", report["baseline"], report["compared"], "delta pp", "better",
+             "same", "worse", "sign p", "Wilcoxon p"]]
     for region, per_metric in report["summary"].items():
         for metric, s in per_metric.items():
             rows.append([
@@ -72,17 +72,56 @@ def decoding_lines(report: dict[str, Any]) -> list[str]:
     ]
 
 
-def terminal_table(report: dict[str, Any]) -> str:
-    """The decoding, the summary table, timings and skipped cases as plain text."""
-    rows = summary_rows(report)
+def _columns(rows: list[list[str]]) -> list[str]:
+    """Rows as aligned text: the first two columns to the left, the others to the right."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    table = ["  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows]
+    return ["  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+            for row in rows]
+
+
+def _interval(values: list[float]) -> str:
+    return f"[{values[0]:+.2f}, {values[1]:+.2f}]"
+
+
+def fit_rows(fit: dict[str, Any]) -> list[list[str]]:
+    """Rows (with header) of the plan fit's table: per target and candidate, the decision, the held-out mean, the
+    cross-validated gain over argmax with its interval, and the choice."""
+    level = f"{fit['interval']['level']:.0%}"
+    rows = [["target", "candidate", "decision", f"held-out {fit['metric']}", "gain pp", f"{level} interval",
+             "chosen"]]
+    for target, entry in fit["targets"].items():
+        for name, c in entry["candidates"].items():
+            rows.append([target, name, decision_text(c["decision"]), f"{c['mean']:.4f}",
+                         f"{c['gain_pp']:+.2f}" if "gain_pp" in c else "", _interval(c["interval_pp"]) if
+                         "interval_pp" in c else "", "<-" if name == entry["choice"] else ""])
+    return rows
+
+
+def fit_lines(fit: dict[str, Any]) -> list[str]:
+    """How the plan was fitted, and per target its decision and why."""
+    return [
+        f"plan fitted on {fit['cases']} cases, {fit['folds']}-fold cross-validation, {fit['metric']} "
+        f"{fit['convention']}; {fit['rule']}; {fit['context']}",
+        *([f"caution: {fit['caution']}"] if "caution" in fit else []),
+        *[f"{target}: {decision_text(entry['decision'])}, because {entry['reason']}"
+          for target, entry in fit["targets"].items()],
+        f"plan: {', '.join(f'{t}: {d}' for t, d in fit['decisions'].items())}",
+    ]
+
+
+def terminal_table(report: dict[str, Any]) -> str:
+    """The decoding, the summary table, timings and skipped cases (and a plan fit) as plain text."""
+    table = _columns(summary_rows(report))
     lines = decoding_lines(report) + [table[0], "-" * len(table[0])] + table[1:]
     if report["timing"]:
         lines.append("decoding time per case: " + ", ".join(
             f"{m} {t['mean_s'] * 1000:.1f} ms" for m, t in report["timing"].items()))
     lines.append(f"cases scored: {len(report['cases'])}, skipped: {len(report['skipped'])}")
     lines += [f"  skipped {s['case_id']}: {s['reason']}" for s in report["skipped"]]
+    if "plan_fit" in report:
+        fit = _columns(fit_rows(report["plan_fit"]))
+        lines += ["", fit[0], "-" * len(fit[0]), *fit[1:], *fit_lines(report["plan_fit"]),
+                  f"wrote the plan to {report['plan_fit']['plan_file']}"]
     return "\n".join(lines)
 
 
@@ -117,53 +156,74 @@ def write_csv(path: Path, report: dict[str, Any]) -> None:
                 )
 
 
-def markdown(report: dict[str, Any], figure: str | None) -> str:
+def _table(rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])] + ["| " + " | ".join(r) + " |"
+                                                                             for r in rows[1:]]
+
+
+def fit_markdown(fit: dict[str, Any], figure: str | None) -> list[str]:
+    """The plan fit's section of the Markdown report."""
+    out = ["", "## Plan fit", "", f"Plan file: `{fit['plan_file']}`.", ""]
+    out += [f"- {line}" for line in fit_lines(fit)]
+    out += ["", "Gains are over argmax, in percentage points, on held-out folds; the interval is a "
+            f"{fit['interval']['level']:.0%} bootstrap percentile interval over cases ({fit['interval']['resamples']} "
+            "resamples).", "", *_table(fit_rows(fit))]
+    if figure:
+        out += ["", f"![reliability before and after temperature scaling]({figure})"]
+    return out
+
+
+def markdown(report: dict[str, Any], figure: str | None, reliability: str | None = None) -> str:
     """The Markdown report."""
     rows = summary_rows(report)
     base = report["baseline"]
+    compared, paired = report["compared"], report["paired"]
     lines = decoding_lines(report)
+    judged = ("The plan is judged on both metrics." if compared == "plan" else "RankSEG is the Dice objective for the "
+              "Dice rows and the IoU objective for the IoU rows.")
     out = [
-        f"# rankseg-eval: {base} vs RankSEG",
+        f"# rankseg-eval: {base} vs {compared}",
         "",
         *[f"- {line[0].upper()}{line[1:]}" for line in lines],
         "",
-        f"Averaging: {report['averaging']}. RankSEG is the Dice "
-        "objective for the Dice rows and the IoU objective for the IoU rows. Better / same / worse: paired delta "
+        f"Averaging: {report['averaging']}. {judged} Better / same / worse: paired delta "
         f"above +{report['stable_within_pp']:g}, within +-{report['stable_within_pp']:g}, below "
         f"-{report['stable_within_pp']:g} percentage points. p: two-sided exact sign test and Wilcoxon signed-rank "
         "test over cases.",
         "",
         "## Summary",
         "",
-        "| " + " | ".join(rows[0]) + " |",
-        "|" + "---|" * len(rows[0]),
+        *_table(rows),
     ]
-    out += ["| " + " | ".join(r) + " |" for r in rows[1:]]
     if report["timing"]:
         out += ["", "## Decoding time per case", "", "| method | mean (ms) | total (s) |", "|---|---|---|"]
         out += [f"| {m} | {t['mean_s'] * 1000:.1f} | {t['total_s']:.2f} |" for m, t in report["timing"].items()]
     out += ["", f"## Skipped cases ({len(report['skipped'])})", ""]
     out += [f"- `{s['case_id']}`: {s['reason']}" for s in report["skipped"]] or ["None."]
-    out += ["", "## Per case (Dice: RankSEG-Dice; IoU: RankSEG-IoU)", "",
-            f"| case | region | Dice {base} | Dice RankSEG | delta pp | IoU {base} | IoU RankSEG | delta pp |",
+    which = "the plan" if compared == "plan" else "Dice: RankSEG-Dice; IoU: RankSEG-IoU"
+    out += ["", f"## Per case ({which})", "",
+            f"| case | region | Dice {base} | Dice {compared} | delta pp | IoU {base} | IoU {compared} | delta pp |",
             "|---|---|---|---|---|---|---|---|"]
     for case in report["cases"]:
         s = case["scores"]
         for region, d in case["delta_pp"].items():
-            cells = [_score(s[base][region]["dice"]), _score(s["rankseg_dice"][region]["dice"]), _delta(d["dice"]),
-                     _score(s[base][region]["iou"]), _score(s["rankseg_iou"][region]["iou"]), _delta(d["iou"])]
+            cells = [_score(s[base][region]["dice"]), _score(s[paired["dice"]][region]["dice"]), _delta(d["dice"]),
+                     _score(s[base][region]["iou"]), _score(s[paired["iou"]][region]["iou"]), _delta(d["iou"])]
             out.append(f"| {case['case_id']} | {region} | " + " | ".join(cells) + " |")
     if figure:
-        out += ["", "## Figure", "", f"![{base} vs RankSEG]({figure})"]
+        out += ["", "## Figure", "", f"![{base} vs {compared}]({figure})"]
+    if "plan_fit" in report:
+        out += fit_markdown(report["plan_fit"], reliability)
     return "\n".join(out) + "\n"
 
 
 def write_reports(out_dir: Path, report: dict[str, Any], results: list[CaseResult]) -> list[Path]:
-    """Write ``report.json``, ``cases.csv``, ``figure.png`` (when a case was scored) and ``report.md``.
+    """Write ``report.json``, ``cases.csv``, ``figure.png`` (when a case was scored), ``reliability.png`` (with a
+    plan fit, ``report["plan_fit"]``) and ``report.md``.
 
-    Check ``out_dir`` first with :func:`prepare_out_dir`; a stale ``figure.png`` from an earlier run is removed.
+    Check ``out_dir`` first with :func:`prepare_out_dir`; a stale figure from an earlier run is removed.
     """
-    from .figure import figure
+    from .figure import figure, reliability_figure
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: out_dir / name for name in REPORT_FILES}
@@ -171,5 +231,8 @@ def write_reports(out_dir: Path, report: dict[str, Any], results: list[CaseResul
     write_csv(paths["cases.csv"], report)
     if not figure(paths["figure.png"], report, results):
         paths.pop("figure.png").unlink(missing_ok=True)
-    paths["report.md"].write_text(markdown(report, "figure.png" if "figure.png" in paths else None))
+    if "plan_fit" not in report or not reliability_figure(paths["reliability.png"], report["plan_fit"]):
+        paths.pop("reliability.png").unlink(missing_ok=True)
+    paths["report.md"].write_text(markdown(report, "figure.png" if "figure.png" in paths else None,
+                                           "reliability.png" if "reliability.png" in paths else None))
     return list(paths.values())

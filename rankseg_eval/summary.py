@@ -29,30 +29,36 @@ def wilcoxon(deltas: list[float]) -> float | None:
     return float(scipy_wilcoxon(deltas).pvalue) if any(deltas) else None
 
 
-def paired(results: list[CaseResult], baseline: str, region: str, metric: str) -> tuple[list[float], list[float]]:
-    """The baseline's and the paired RankSEG decoder's scores over the cases where ``region`` is scored."""
+def paired(
+    results: list[CaseResult], baseline: str, region: str, metric: str, methods: dict[str, str] = PAIRED
+) -> tuple[list[float], list[float]]:
+    """The baseline's and the paired decoder's (``methods[metric]``: RankSEG's, or a plan's) scores over the cases
+    where ``region`` is scored."""
     pairs = [
-        (r.scores[baseline][region][metric], r.scores[PAIRED[metric]][region][metric])
+        (r.scores[baseline][region][metric], r.scores[methods[metric]][region][metric])
         for r in results
         if r.scores and region in r.scores[baseline] and r.scores[baseline][region][metric] is not None
     ]
     return [a for a, _ in pairs], [b for _, b in pairs]
 
 
-def summarise(results: list[CaseResult], baseline: str, regions: list[str]) -> dict[str, Any]:
-    """Samplewise means, mean paired delta (pp), improved/stable/worsened counts and paired tests per region."""
+def summarise(
+    results: list[CaseResult], baseline: str, regions: list[str], methods: dict[str, str] = PAIRED
+) -> dict[str, Any]:
+    """Samplewise means, mean paired delta (pp), improved/stable/worsened counts and paired tests per region, of
+    ``methods[metric]`` against the baseline."""
     summary: dict[str, Any] = {}
     for region in regions:
         summary[region] = {}
         for metric in METRICS:
-            base, ours = paired(results, baseline, region, metric)
+            base, ours = paired(results, baseline, region, metric, methods)
             if not base:
                 continue
             deltas = [100.0 * (b - a) for a, b in zip(base, ours)]
             summary[region][metric] = {
                 "n": len(deltas),
-                "mean": {baseline: float(np.mean(base)), PAIRED[metric]: float(np.mean(ours))},
-                "rankseg": PAIRED[metric],
+                "mean": {baseline: float(np.mean(base)), methods[metric]: float(np.mean(ours))},
+                "rankseg": methods[metric],
                 "delta_pp": float(np.mean(deltas)),
                 "improved": sum(d > STABLE_PP for d in deltas),
                 "stable": sum(abs(d) <= STABLE_PP for d in deltas),
@@ -84,13 +90,14 @@ def build_report(
     """
     if layout is None:
         layout = class_layout(max((r.channels for r in results if r.channels), default=2))
+    methods = decoders.paired
     cases = []
     for r in results:
         if r.scores:
             base = r.scores[decoders.baseline]
             deltas = {
                 region: {
-                    m: None if base[region][m] is None else 100.0 * (r.scores[PAIRED[m]][region][m] - base[region][m])
+                    m: None if base[region][m] is None else 100.0 * (r.scores[methods[m]][region][m] - base[region][m])
                     for m in METRICS
                 }
                 for region in base
@@ -107,8 +114,9 @@ def build_report(
         "regions": {name: list(labels) for name, labels in layout.regions.items()},
         "methods": list(decoders.methods),
         "baseline": decoders.baseline,
-        "paired": PAIRED,
-        "summary": summarise(results, decoders.baseline, list(layout.regions)),
+        "paired": methods,
+        "compared": decoders.label,
+        "summary": summarise(results, decoders.baseline, list(layout.regions), methods),
         "timing": timing(results),
         "cases": cases,
         "skipped": [{"case_id": r.case_id, "reason": r.error} for r in results if r.error],

@@ -1,5 +1,6 @@
 """Every code block of docs/eval.md runs, in a folder holding the tiny datasets, probabilities, bundles and
-checkpoint its examples name; the page mentions every option of rankseg-eval."""
+checkpoint its examples name (and, for a block marked ``<!-- setup: plan -->``, a fitted plan); a block followed by
+a ``text`` block prints what that block quotes; the page mentions every option of rankseg-eval."""
 
 from __future__ import annotations
 
@@ -19,13 +20,16 @@ pytest.importorskip("yaml")
 from docs_blocks import ROOT, Block, blocks, run_block
 from eval_fixtures import write_layout, write_network, write_probs, write_shipped_bundle
 
-from rankseg_eval.cli import build_parser
+from rankseg_eval.cli import build_parser, main
 
 PAGE = ROOT / "docs" / "eval.md"
-RUNNABLE = [b for b in blocks(PAGE) if b.lang in ("python", "bash")]
+ALL = blocks(PAGE)
+RUNNABLE = [b for b in ALL if b.lang in ("python", "bash")]
 #: The demo's command (the page's first bash block that runs), checked against the table the page quotes.
 DEMO = next(b for b in RUNNABLE if b.lang == "bash" and b.tag is None)
-BLOCKS = [b for b in RUNNABLE if b is not DEMO]
+#: Other blocks whose output the page quotes in the ``text`` block right after them: block -> quoted text.
+QUOTED = {b: after.code for b, after in zip(ALL, ALL[1:]) if b in RUNNABLE and b != DEMO and after.lang == "text"}
+BLOCKS = [b for b in RUNNABLE if b != DEMO and b not in QUOTED]
 
 pytestmark = pytest.mark.filterwarnings("ignore:parsing config_file:UserWarning")
 
@@ -51,6 +55,8 @@ def examples(tmp_path_factory: pytest.TempPathFactory) -> Path:
             write_probs(root / f"{layout}-probs", root / layout, layout, ids)
     write_probs(root / "kits23-sigmoid", root / "kits23", "kits23", ids=["case_00000", "case_00001"], sigmoid=True)
     write_shipped_bundle(root / "kits23-bundle", "kits23")
+    for name, n in (("val", 4), ("test", 2)):  # validation cases to fit a plan on, test cases to evaluate it on
+        write_probs(root / f"{name}-probs", root / name, "lits", write_layout(root / name, "lits", n=n))
     kits19_weights(root / "kits19-weights.pt")
     weights, config = write_network(root / "net")
     weights.rename(root / "unet.pt")
@@ -58,10 +64,22 @@ def examples(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def plan(examples: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``plan.json`` fitted on the validation cases, as the page's first plan example fits it."""
+    root = tmp_path_factory.mktemp("plan")
+    argv = ["--data", str(examples / "val"), "--layout", "lits", "--probs", str(examples / "val-probs"),
+            "--fit-plan", str(root / "plan.json"), "--out", str(root / "fit"), "--no-progress"]
+    assert main(argv) == 0
+    return root / "plan.json"
+
+
 @pytest.mark.parametrize("block", BLOCKS, ids=[b.id for b in BLOCKS])
-def test_block_runs(block: Block, examples: Path, tmp_path: Path) -> None:
+def test_block_runs(block: Block, examples: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     work = tmp_path / "work"
     shutil.copytree(examples, work)
+    if block.tag == "setup":
+        shutil.copy(request.getfixturevalue(block.arg), work)
     run_block(block, work)
     for report in work.glob("**/report.json"):
         assert json.loads(report.read_text())["skipped"] == [], f"{block.id}: {report}"
@@ -93,3 +111,28 @@ def test_demo_block_prints_the_table_on_the_page(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "out" / "rankseg-eval" / "report.json").read_text())
     deltas = [c["delta_pp"][region]["dice"] for c in report["cases"] for region in ("liver", "tumour")]
     assert (round(min(deltas), 1), round(max(deltas), 1)) == (-2.7, 0.4)  # the range the page quotes
+
+
+def assert_quoted(printed: str, quoted: str) -> None:
+    """Each paragraph of ``quoted`` is a run of consecutive lines of ``printed``, in order (trailing spaces aside)."""
+    lines = [line.rstrip() for line in printed.splitlines()]
+    position = 0
+    for paragraph in quoted.split("\n\n"):
+        wanted = [line.rstrip() for line in paragraph.strip("\n").splitlines()]
+        found = next((i for i in range(position, len(lines) - len(wanted) + 1) if lines[i : i + len(wanted)] == wanted),
+                     None)
+        assert found is not None, f"not printed:\n{paragraph}\n--- printed:\n{printed}"
+        position = found + len(wanted)
+
+
+@pytest.mark.parametrize("block", list(QUOTED), ids=[b.id for b in QUOTED])
+def test_quoted_output_is_what_the_block_prints(block: Block, tmp_path: Path) -> None:
+    """The evidence the page quotes (benchmarks/plan_demo.py, the LiTS demo's plan) is what its commands print."""
+    if "rankseg-eval" in block.code and "--data" not in block.code and "--probs" not in block.code:
+        pytest.importorskip("mrcfile")  # the embedded demo's data
+        pytest.importorskip("liver_ct_segmentation_package")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "REPO": str(ROOT)}
+    done = subprocess.run(["bash", "-e", "-c", block.code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert_quoted(done.stdout, QUOTED[block])
