@@ -124,6 +124,10 @@ def _decode_regions(probs: torch.Tensor, opts: Options, plan: Plan | None) -> to
         theta = torch.full_like(stats.mu, 0.5, dtype=rma.compute_dtype(q.dtype))
     elif plan is not None:
         theta, _ = decide_plan(q, stats, plan, softmax_classes=False)
+        softmax = opts.output_mode == "multiclass"
+        by_argmax = [j for j, d in enumerate(plan.decisions) if d.decoder == "argmax"] if softmax else []
+        if by_argmax:  # the region of the argmax class, so that a plan of argmax everywhere is argmax
+            return paint(q, theta, layout, probs, argmax_regions=by_argmax)
     else:
         theta = decide(q, stats, opts)
     return paint(q, theta, layout, probs if opts.output_mode == "multiclass" else None)

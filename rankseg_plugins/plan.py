@@ -16,7 +16,8 @@ A plan is a versioned JSON file (``rankseg-eval --fit-plan`` writes one)::
 
 Decisions, for class (or region) ``c`` with probability ``p`` (softmax class, sigmoid channel, or summed region):
 
-* ``argmax``: the baseline: pixels where ``c`` is the argmax class (softmax classes), else ``p > 0.5``;
+* ``argmax``: the baseline: pixels where ``c`` is the argmax class (softmax classes; for a region, where the
+  argmax class is in it), else ``p > 0.5``;
 * ``rankseg``: RankSEG's mask under the plan's options (presence rule), or the reference's pruning heuristic with
   ``pruning_prob``; with ``temperature``/``bias`` it is chosen on the recalibrated ``p' = sigmoid(logit(p) / T + b)``,
   a monotone map, so it is still a threshold on ``p``;
@@ -108,6 +109,9 @@ class Plan:
             raise ValueError(f"{where}: metric 'acc' has nothing to decide; use metric 'dice' or 'iou'")
         if options.pruning_prob is not None:
             raise ValueError(f"{where}: pruning_prob belongs to a class's decision, not to the plan's options")
+        if options.ignore_empty and any(d.pruning_prob is not None for d in decisions):
+            raise ValueError(f"{where}: a decision prunes (pruning_prob) while ignore_empty=True says an empty mask can "
+                             "only lose: refit the plan")
         expected = len(options.regions) if options.regions is not None else channels
         if len(decisions) != expected or len(targets) != expected:
             raise ValueError(f"{where} has {len(decisions)} decisions and {len(targets)} targets for {expected} "

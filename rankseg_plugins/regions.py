@@ -77,15 +77,26 @@ def region_probs(probs: torch.Tensor, layout: RegionLayout, dtype: torch.dtype) 
     return q.clamp_(0.0, 1.0)
 
 
-def paint(q: torch.Tensor, theta: torch.Tensor, layout: RegionLayout, probs: torch.Tensor | None) -> torch.Tensor:
+def paint(
+    q: torch.Tensor,
+    theta: torch.Tensor,
+    layout: RegionLayout,
+    probs: torch.Tensor | None,
+    argmax_regions: list[int] | None = None,
+) -> torch.Tensor:
     """Label map ``(B, *spatial)`` int64: region ``r``'s mask ``q[:, r] > theta[:, r]`` painted in ``layout.order``.
 
-    ``probs`` (softmax input) picks among several own labels by argmax; ``None`` for sigmoid input.
+    ``probs`` (softmax input) picks among several own labels by argmax; ``None`` for sigmoid input. The regions in
+    ``argmax_regions`` (a plan's ``argmax`` decisions, softmax input) take the pixels whose argmax class they hold.
     """
     out = torch.zeros((q.shape[0], *q.shape[2:]), dtype=torch.int64, device=q.device)
     lift = (1,) * (q.ndim - 2)
+    argmax = None if not argmax_regions else probs.max(1).indices
     for j in layout.order:
-        mask = q[:, j] > theta[:, j].view(-1, *lift)
+        if argmax is not None and j in argmax_regions:
+            mask = torch.isin(argmax, torch.tensor(layout.regions[j], device=q.device))
+        else:
+            mask = q[:, j] > theta[:, j].view(-1, *lift)
         own = layout.own[j]
         if len(own) == 1:
             out.masked_fill_(mask, own[0])

@@ -59,10 +59,18 @@ def test_regions_plan():
     regions = [[1, 2], [2]]
     everywhere = RankSEG.from_plan(plan([{"decoder": "rankseg"}] * 2, 3, regions=regions))
     assert torch.equal(everywhere(probs), rankseg(probs, regions=regions))
+    argmax = RankSEG.from_plan(plan([{"decoder": "argmax"}] * 2, 3, regions=regions))
+    assert torch.equal(argmax(probs), probs.argmax(1))  # a region takes the pixels whose argmax class it holds
     half = RankSEG.from_plan(plan([{"decoder": "argmax"}, {"decoder": "rankseg"}], 3, regions=regions))
-    q = torch.stack([probs[:, 1] + probs[:, 2], probs[:, 2]], 1)
     inner = rankseg(probs, regions=regions) == 2
-    assert torch.equal(half(probs), torch.where(inner, 2, torch.where(q[:, 0] > 0.5, 1, 0)))
+    assert torch.equal(half(probs), torch.where(inner, 2, torch.where(probs.argmax(1) > 0, 1, 0)))
+    sigmoid = RankSEG.from_plan(plan([{"decoder": "argmax"}] * 3, 3, regions=[[1, 2, 3], [2, 3], [2]],
+                                     output_mode="multilabel"))
+    q = torch.rand(2, 3, 16, 16)
+    expected = torch.zeros(2, 16, 16, dtype=torch.int64)
+    for channel, label in enumerate([1, 3, 2]):  # nnU-Net's own region decoding
+        expected[q[:, channel] > 0.5] = label
+    assert torch.equal(sigmoid(q), expected)
 
 
 def test_plan_round_trips_through_a_file(tmp_path):
@@ -89,6 +97,7 @@ def test_plan_round_trips_through_a_file(tmp_path):
         (dict(options={"metric": "acc"}), "nothing to decide"),
         (dict(options={"pruning_prob": 0.5}), "belongs to a class"),
         (dict(options={"regions": [[1, 2], [2]]}), "2 regions"),
+        (dict(options={"ignore_empty": True}, decisions=[{"decoder": "rankseg", "pruning_prob": 0.5}] * 3), "prunes"),
     ],
 )
 def test_bad_plans(change, match):
