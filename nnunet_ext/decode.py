@@ -11,19 +11,26 @@
   the one label no inner region holds (KiTS23: ``[[1, 2, 3], [2, 3], [2]]`` paints 1, 3, 2; BraTS) this equals
   ``RankSEG(regions=..., output_mode="multilabel")``; other ``regions_class_order`` are painted as nnU-Net would.
 
+- ``rankseg`` with a plan (``rankseg-eval --fit-plan``, ``rankseg-nnunet --fit-plan``): the plan's decision per class
+  (or region) in one pass, ``RankSEG.from_plan``; a plan for a region-based dataset decides each region channel
+  and nnU-Net paints, as above.
+
 Either is then optionally postprocessed with nnU-Net's ``apply_postprocessing`` and ``postprocessing.pkl``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from nnunetv2.utilities.label_handling.label_handling import LabelManager
 
-from rankseg_plugins import RankSEG
-from rankseg_plugins.options import Options
+from rankseg_eval.decoding import decision_text
+from rankseg_plugins import Plan, RankSEG
+from rankseg_plugins.options import Options, check_regions
 from rankseg_plugins.regions import region_layout
 
 DECODERS = ("rankseg", "argmax")
@@ -38,11 +45,13 @@ class Decoder:
 
     ``decoder``: ``"rankseg"`` or ``"argmax"`` (nnU-Net's own); ``postprocessing``: ``(pp_fns, pp_fn_kwargs)`` from
     ``postprocessing.pkl``, applied after decoding; ``options``: RankSEG's (not ``output_mode``, which the dataset
-    decides; ``regions`` only for a label-based dataset).
+    decides; ``regions`` only for a label-based dataset); ``plan``: a plan (file, dict or :class:`Plan`, which
+    carries its own options) fitted on this dataset's probabilities.
     """
 
     def __init__(self, label_manager: LabelManager, decoder: str = "rankseg",
-                 postprocessing: Postprocessing | None = None, **options: Any) -> None:
+                 postprocessing: Postprocessing | None = None, plan: str | Path | dict[str, Any] | Plan | None = None,
+                 **options: Any) -> None:
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}; got {decoder!r}")
         if decoder == "argmax" and options:
@@ -54,7 +63,14 @@ class Decoder:
         self.decoder = decoder
         self.postprocessing = postprocessing
         self.rankseg: RankSEG | None = None
-        if decoder == "rankseg":
+        self.plan: Plan | None = None
+        if plan is not None:
+            if decoder != "rankseg" or options:
+                raise ValueError("a plan carries its own RankSEG options and decodes with RankSEG: drop "
+                                 + (f"{sorted(options)}" if options else "the argmax decoder"))
+            self.plan = plan if isinstance(plan, Plan) else Plan.load(plan)
+            self.rankseg = RankSEG.from_plan(_for_dataset(self.plan, label_manager))
+        elif decoder == "rankseg":
             region_based = label_manager.has_regions
             if region_based and options.get("regions") is not None:
                 raise ValueError("this dataset is region-based: its regions come from dataset.json (one sigmoid "
@@ -94,11 +110,37 @@ class Decoder:
         else:
             by = "by region " + str([list(r) for r in self.options.regions]) if self.options.regions else "by class"
             text = f"RankSEG {by} (softmax)"
+        if self.plan is not None:
+            decisions = zip(self.plan.targets, self.plan.decisions)
+            text = f"plan: {', '.join(f'{t} {decision_text(d.as_dict())}' for t, d in decisions)}; {text}"
         if self.postprocessing is not None:
             text += ", then postprocessing.pkl: " + "; ".join(
                 f"{getattr(fn, '__name__', fn)}({', '.join(f'{k}={_plain(v)!r}' for k, v in kw.items())})"
                 for fn, kw in zip(*self.postprocessing))
         return text
+
+
+def _for_dataset(plan: Plan, label_manager: LabelManager) -> Plan:
+    """``plan`` as :class:`Decoder` runs it on this dataset, or ``ValueError`` when it was fitted for other outputs:
+    a softmax plan for a label-based dataset; for a region-based one, a sigmoid plan for its regions, whose masks
+    nnU-Net paints (so the plan's own painting is dropped)."""
+    lm = label_manager
+    plan.check_input(lm.num_segmentation_heads)
+    multilabel = plan.options.output_mode == "multilabel"
+    if multilabel != lm.has_regions:
+        fitted = "sigmoid region channels" if multilabel else "softmax labels"
+        ours = "region-based (sigmoid channels)" if lm.has_regions else "label-based (softmax)"
+        raise ValueError(f"the plan was fitted on {fitted}, but this dataset is {ours}: use a plan fitted on this "
+                         "model's predictions (rankseg-nnunet --fit-plan)")
+    if not lm.has_regions:
+        if plan.options.regions is not None:  # check them against the channels now, not in every case
+            region_layout(plan.options.regions, lm.num_segmentation_heads, softmax=True)
+        return plan
+    ours = check_regions([[int(v) for v in np.atleast_1d(r)] for r in lm.foreground_regions])
+    if plan.options.regions is not None and plan.options.regions != ours:
+        raise ValueError(f"the plan was fitted for regions {[list(r) for r in plan.options.regions]}, but this "
+                         f"dataset's are {[list(r) for r in ours]}")
+    return dataclasses.replace(plan, options=plan.options.replace(regions=None))
 
 
 def _plain(value: Any) -> Any:

@@ -25,6 +25,7 @@ from nnunetv2.evaluation.evaluate_predictions import compute_tp_fp_fn_tn, region
 from rankseg_eval import CaseData, Decoders
 from rankseg_eval.decoding import METRICS, PAIRED
 from rankseg_eval.layouts import Layout, ScoredRegions
+from rankseg_plugins import Plan
 
 from .decode import Decoder, Postprocessing
 from .folders import Dataset
@@ -70,20 +71,26 @@ class ReportDecoders(Decoders):
     the written files, so the report scores what ``nnUNetv2_evaluate_folder`` would see.
 
     ``scored``: the regions scored (:func:`layout`); ``regions``: RankSEG's regions for a label-based dataset
-    (``None``: by class); ``options``: the other RankSEG options. ``labels`` holds the label maps of the last call;
+    (``None``: by class); ``options``: the other RankSEG options; ``plan``: a plan instead (the one decoder compared
+    with the baseline, as ``rankseg-eval --plan``). ``labels`` holds the label maps of the last call;
     :meth:`for_case` gives each case (thread) its own copy.
     """
 
     def __init__(self, dataset: Dataset, scored: ScoredRegions, postprocessing: Postprocessing | None = None,
-                 regions: list[list[int]] | None = None, **options: Any) -> None:
+                 regions: list[list[int]] | None = None, plan: Plan | None = None, **options: Any) -> None:
         super().__init__(**options)  # checks the options left to the user, as rankseg-eval does
         lm = dataset.label_manager
         self.regions = scored
         self.activation = "sigmoid" if lm.has_regions else "softmax"
         self.baseline = "threshold" if lm.has_regions else "argmax"
         self.nnunet = Decoder(lm, "argmax", postprocessing)
-        self.rankseg = {PAIRED[m]: _OnTensors(Decoder(lm, "rankseg", postprocessing, metric=m, regions=regions,
-                                                      **options)) for m in METRICS}
+        if plan is not None:
+            self.plan, self.label = plan, "plan"
+            self.rankseg = {"plan": _OnTensors(Decoder(lm, "rankseg", postprocessing, plan=plan))}
+            self.paired = {m: "plan" for m in METRICS}
+        else:
+            self.rankseg = {PAIRED[m]: _OnTensors(Decoder(lm, "rankseg", postprocessing, metric=m, regions=regions,
+                                                          **options)) for m in METRICS}
         self.labels: dict[str, torch.Tensor] | None = None
 
     def baseline_labels(self, probs: torch.Tensor) -> torch.Tensor:
@@ -101,7 +108,7 @@ class ReportDecoders(Decoders):
     def describe(self) -> dict[str, Any]:
         described = super().describe()
         described["baseline"] = self.nnunet.describe()
-        described["rankseg"] = self.rankseg[PAIRED["dice"]].decoder.describe()
+        described["rankseg"] = self.rankseg[self.paired["dice"]].decoder.describe()
         return described
 
 

@@ -134,6 +134,22 @@ def rankseg_options(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name) for name in option_specs() if name not in SET_BY_EVALUATION}
 
 
+def add_plan_options(group: argparse._ArgumentGroup, plan_help: str) -> None:
+    """``--fit-plan``, ``--plan`` (with ``plan_help``), ``--folds``, ``--fit-metric`` and ``--aggregate``: the plan
+    flags rankseg-eval and rankseg-nnunet share."""
+    group.add_argument("--fit-plan", type=Path, metavar="PLAN.json",
+                       help="also fit a plan on these cases (cross-validated: a class or region leaves argmax only "
+                       "where a candidate's paired gain has a 95%% bootstrap interval above 0) and write it here")
+    group.add_argument("--plan", type=Path, metavar="PLAN.json", help=plan_help)
+    group.add_argument("--folds", type=_folds, default=5, help="cross-validation folds of --fit-plan (at most one per "
+                       "case)")
+    group.add_argument("--fit-metric", choices=METRICS, default="dice", help="the metric --fit-plan optimises")
+    group.add_argument("--aggregate", choices=AGGREGATES, default="case",
+                       help="how --fit-plan scores: the mean over cases of the per-case metric, or the metric of "
+                       "intersections and sizes pooled over the cases (mmseg's IoUMetric); 'dataset' adds a fixed "
+                       "threshold per class as a candidate")
+
+
 def build_parser() -> ArgumentParser:
     """The command-line interface."""
     p = ArgumentParser(prog="rankseg-eval", description=__doc__.replace("``", ""), epilog=EPILOG,
@@ -168,19 +184,8 @@ def build_parser() -> ArgumentParser:
         "RankSEG options", "for both the Dice and the IoU decoder; --ignore-empty also scores as it says: a region "
         "whose truth is empty in a case is left out of that case's scores"))
     plans = p.add_argument_group("plans (one decision per class or region, fitted on validation cases)")
-    plans.add_argument("--fit-plan", type=Path, metavar="PLAN.json",
-                       help="also fit a plan on these cases (cross-validated: a class or region leaves argmax only "
-                       "where a candidate's paired gain has a 95%% bootstrap interval above 0) and write it here")
-    plans.add_argument("--plan", type=Path, metavar="PLAN.json",
-                       help="evaluate this plan (fitted with --fit-plan) against the baseline; it carries its own "
-                       "RankSEG options")
-    plans.add_argument("--folds", type=_folds, default=5, help="cross-validation folds of --fit-plan (at most one per "
-                       "case)")
-    plans.add_argument("--fit-metric", choices=METRICS, default="dice", help="the metric --fit-plan optimises")
-    plans.add_argument("--aggregate", choices=AGGREGATES, default="case",
-                       help="how --fit-plan scores: the mean over cases of the per-case metric, or the metric of "
-                       "intersections and sizes pooled over the cases (mmseg's IoUMetric); 'dataset' adds a fixed "
-                       "threshold per class as a candidate")
+    add_plan_options(plans, "evaluate this plan (fitted with --fit-plan) against the baseline; it carries its own "
+                     "RankSEG options")
     plans.add_argument("--cases", metavar="SELECTION",
                        help="evaluate only these cases: START:STOP over the cases in order (:4, 4:) or case ids "
                        "separated by commas")

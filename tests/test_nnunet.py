@@ -30,7 +30,7 @@ from nnunetv2.postprocessing.remove_connected_components import load_postprocess
 
 from nnunet_ext import Decoder, UnsafePickleError, find_predictions, load_pickle, load_postprocessing  # noqa: E402
 from nnunet_ext.cli import main  # noqa: E402
-from rankseg_plugins import RankSEG  # noqa: E402
+from rankseg_plugins import Plan, RankSEG  # noqa: E402
 
 ENDING = ".nii.gz"
 KITS23 = [[1, 2, 3], [2, 3], [2]]
@@ -253,12 +253,79 @@ def test_labels_report_with_ignore_empty_says_so(fx, tmp_path, capsys):
     assert report["cases"][2]["scores"]["threshold"]["tumor"]["dice"] is None
 
 
+# --- plans: --fit-plan on validation cases, --plan to decode ----------------------------------------------------
+
+
+def write_plan(path: Path, key: str, decisions: list[dict], **options: object) -> Path:
+    """A plan for ``key``'s three channels: softmax labels, or the regions' sigmoid channels."""
+    if key == "regions":
+        options |= {"output_mode": "multilabel", "regions": KITS23}
+    targets = ["kidney", "masses", "tumor"] if key == "regions" else ["background", "liver", "tumor"]
+    path.write_text(json.dumps({"format": "rankseg-plan", "version": 1, "options": options, "channels": 3,
+                                "targets": targets, "decisions": decisions}))
+    return path
+
+
+MIXED = [{"decoder": "rankseg"}, {"decoder": "rankseg", "temperature": 0.7, "bias": 0.3},
+         {"decoder": "threshold", "threshold": 0.3}]
+
+
+@pytest.mark.parametrize("key", list(DATASETS))
+def test_plan_argmax_everywhere_is_nnunets_files_and_rankseg_everywhere_is_the_default(fx, tmp_path, capsys, key):
+    pred = fx / key / "pred_0"
+    argmax = write_plan(tmp_path / "argmax.json", key, [{"decoder": "argmax"}] * 3)
+    default = write_plan(tmp_path / "default.json", key, [{"decoder": "rankseg"}] * 3)
+    for plan in (argmax, default):
+        assert run(capsys, "-i", pred, "-o", tmp_path / plan.stem, "--plan", plan)[0] == 0
+    assert run(capsys, "-i", pred, "-o", tmp_path / "rankseg")[0] == 0
+    for case in CASE_IDS:
+        name = f"{case}{ENDING}"
+        assert (tmp_path / "argmax" / name).read_bytes() == (pred / name).read_bytes()
+        assert (tmp_path / "default" / name).read_bytes() == (tmp_path / "rankseg" / name).read_bytes()
+
+
+@pytest.mark.parametrize("key", list(DATASETS))
+def test_plan_decodes_as_the_core_with_labels_report(fx, tmp_path, capsys, key):
+    pred, labels, out = fx / key / "pred_0", fx / key / "raw" / "labelsTr", tmp_path / "out"
+    plan = write_plan(tmp_path / "plan.json", key, MIXED, metric="iou")
+    code, stdout, _ = run(capsys, "-i", pred, "-o", out, "--plan", plan, "--labels", labels)
+    assert code == 0 and "(plan: " in stdout, stdout
+    core = RankSEG.from_plan(plan)
+    for case in CASE_IDS:
+        np.testing.assert_array_equal(seg(out / f"{case}{ENDING}"), core(probabilities(pred, case=case)[None])[0])
+    report = json.loads((out / "report" / "report.json").read_text())
+    assert report["methods"] == [report["baseline"], "plan"] and report["decoding"]["plan"]["decisions"] == MIXED
+    assert set(report["nnunet_convention"]["mean"]) == {report["baseline"], "plan"}
+
+
+@pytest.mark.parametrize("key", list(DATASETS))
+def test_fit_plan_then_decode_with_it(fx, tmp_path, capsys, key):
+    pred, labels = fx / key / "pred_0", fx / key / "raw" / "labelsTr"
+    fit = tmp_path / "fit"
+    code, stdout, _ = run(capsys, "-i", pred, "-o", fit, "--labels", labels, "--fit-plan", fit / "plan.json",
+                          "--folds", "3")
+    assert code == 0 and "wrote the plan to" in stdout, stdout
+    plan = Plan.load(fit / "plan.json")
+    assert plan.evidence["cases"] == 3 and plan.evidence["folds"] == 3
+    assert plan.options.output_mode == ("multilabel" if key == "regions" else "multiclass")
+    report = json.loads((fit / "report" / "report.json").read_text())
+    assert set(report["plan_fit"]["targets"]) == set(plan.targets) - {"background"}
+    assert (fit / "report" / "reliability.png").is_file()
+    # the plan decodes another model's predictions
+    assert run(capsys, "-i", fx / key / "pred_1", "-o", tmp_path / "test", "--plan", fit / "plan.json")[0] == 0
+    core = RankSEG.from_plan(plan)
+    for case in CASE_IDS:
+        expected = core(probabilities(fx / key / "pred_1", case=case)[None])[0]
+        np.testing.assert_array_equal(seg(tmp_path / "test" / f"{case}{ENDING}"), expected)
+
+
 # --- bad input: exit 2, one line, nothing written --------------------------------------------------------------
 
 
 def _copy(fx: Path, tmp: Path, key: str = "labels") -> Path:
     pred = tmp / "pred"
     shutil.copytree(fx / key / "pred_0", pred)
+    shutil.copytree(fx / key / "raw" / "labelsTr", tmp / "labelsTr")
     return pred
 
 
@@ -310,6 +377,41 @@ def _labels_without_cases(pred: Path) -> list:
     return ["--labels", pred.parent / "labels"]
 
 
+def _plan_with_options(pred: Path) -> list:
+    return ["--plan", write_plan(pred.parent / "plan.json", "labels", MIXED), "--solver", "exact"]
+
+
+def _plan_with_argmax(pred: Path) -> list:
+    return ["--plan", write_plan(pred.parent / "plan.json", "labels", MIXED), "--decoder", "argmax"]
+
+
+def _region_plan_for_labels(pred: Path) -> list:
+    return ["--plan", write_plan(pred.parent / "plan.json", "regions", MIXED)]
+
+
+def _nnunet_plans_as_plan(pred: Path) -> list:
+    return ["--plan", pred / "plans.json"]
+
+
+def _fit_plan_without_labels(pred: Path) -> list:
+    return ["--fit-plan", pred.parent / "plan.json"]
+
+
+def _fit_plan_with_postprocessing(pred: Path) -> list:
+    write_postprocessing(pred.parent / "postprocessing.pkl", "labels")
+    return ["--fit-plan", pred.parent / "plan.json", "--labels", pred.parent / "labelsTr",
+            "-pp", pred.parent / "postprocessing.pkl"]
+
+
+def _fit_plan_over_nnunets_plans(pred: Path) -> list:
+    return ["--fit-plan", pred.parent / "out" / "plans.json", "--labels", pred.parent / "labelsTr"]
+
+
+def _fit_plan_exists(pred: Path) -> list:
+    (pred.parent / "plan.json").write_text("{}")
+    return ["--fit-plan", pred.parent / "plan.json", "--labels", pred.parent / "labelsTr"]
+
+
 class Evil:
     """A pickle that would run a shell command when loaded."""
 
@@ -328,6 +430,15 @@ BAD = {
     "unsafe postprocessing.pkl": (_unsafe_postprocessing, "refused to load posix.system"),
     "regions beyond the labels": (_regions_beyond_the_labels, "regions name label 3, but the softmax input has only 3"),
     "labels without cases": (_labels_without_cases, "holds none of the 3 cases' label files"),
+    "plan with options": (_plan_with_options, "--plan carries its own RankSEG options; drop --solver"),
+    "plan with argmax": (_plan_with_argmax, "give one of them"),
+    "region plan for labels": (_region_plan_for_labels, "fitted on sigmoid region channels, but this dataset is "
+                                                        "label-based"),
+    "nnU-Net's plans.json as plan": (_nnunet_plans_as_plan, "is not a RankSEG plan"),
+    "fit-plan without labels": (_fit_plan_without_labels, "give their ground truth with --labels"),
+    "fit-plan with -pp": (_fit_plan_with_postprocessing, "drop -pp here"),
+    "fit-plan over plans.json": (_fit_plan_over_nnunets_plans, "rankseg-nnunet writes that file itself"),
+    "fit-plan exists": (_fit_plan_exists, "exists; pass --overwrite"),
 }
 
 
