@@ -90,10 +90,15 @@ def _lift(theta: torch.Tensor, ndim: int) -> torch.Tensor:
 def decode(probs: torch.Tensor, opts: Options, plan: Plan | None = None) -> torch.Tensor:
     """Labels ``(B, *spatial)`` int64 (multiclass, regions) or masks ``(B, C, *spatial)`` bool (multilabel); with a
     ``plan``, its decision per class (``opts`` are then the plan's)."""
-    with torch.no_grad(), threads.decoding():
+    with torch.no_grad():
+        check_tensor(probs)
         if plan is not None:
-            plan.check_input(check_tensor(probs).shape[1])
-        return _decode(probs, opts, plan)
+            plan.check_input(probs.shape[1])
+        batched = threads.per_image(lambda b: _decode(probs[b], opts, plan), probs)
+        if batched is not None:
+            return batched
+        with threads.decoding():
+            return _decode(probs, opts, plan)
 
 
 def _decode(probs: torch.Tensor, opts: Options, plan: Plan | None) -> torch.Tensor:

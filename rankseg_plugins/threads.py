@@ -1,10 +1,17 @@
-"""How the decoder uses CPU threads: all of them for the passes over the whole input, one for everything else.
+"""How the decoder uses CPU threads: one image per thread for a batch, or all threads for the big passes of one
+image.
 
 A parallel region costs little on an idle machine, but when another process keeps a core busy (a data loader, a
-second job) every region waits at its barrier for a thread that is not running: hundreds of short regions then
-cost more than the work. So a decode runs single-threaded, and only the few passes over a million elements or more
-(the statistics, passes over every block or over many gathered tiles) use every thread torch has. On a
-GPU this changes nothing. Torch's thread count is per calling thread (OpenMP), so decodes in several Python
+second job) every region waits at its barrier for a thread that is not running, and OpenMP's threads spin between
+regions, taking the core from the thread that has work. So every decode runs single-threaded:
+
+* a batch of several large images is shared out image by image among ``torch.get_num_threads()`` Python threads
+  (:func:`per_image`), each decoding its images alone: no barrier, no spinning, and a thread that the machine
+  slows down simply takes fewer images;
+* a single large image uses every thread only in the few passes over a million elements or more
+  (:func:`streaming`: the statistics, passes over every block or over many gathered tiles).
+
+On a GPU this changes nothing. Torch's thread count is per calling thread (OpenMP), so decodes in several Python
 threads do not disturb each other; the count is restored when the decode ends, also on an error.
 """
 
@@ -12,7 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -50,3 +58,18 @@ def streaming(elements: int = LARGE) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(1)
+
+
+def per_image(decode: Callable[[slice], torch.Tensor], probs: torch.Tensor) -> torch.Tensor | None:
+    """``decode`` of every image ``probs[b : b + 1]`` on its own single-threaded Python thread, concatenated; ``None``
+    (decode the batch as usual) on a GPU, for one image, one thread, small images or a one-dim spatial shape."""
+    n, B = torch.get_num_threads(), probs.shape[0]
+    if probs.device.type != "cpu" or B < 2 or n < 2 or probs[0].numel() < LARGE or probs.ndim < 4:
+        return None
+
+    def one(b: int) -> torch.Tensor:
+        with decoding():
+            return decode(slice(b, b + 1))
+
+    with ThreadPoolExecutor(min(n, B), initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        return torch.cat(list(pool.map(one, range(B))))

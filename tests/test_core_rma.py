@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import rankseg_plugins.blocks as blocks
+import rankseg_plugins.threads as threads
 from legacy_rma import rma_decision
 from rankseg_plugins import RankSEG, rankseg
 from reference import multiclass_assign, rma_best, rma_objective
@@ -337,3 +338,27 @@ def test_thread_count_is_restored_also_on_errors():
     with pytest.raises(ValueError):
         rankseg(torch.randn(2, 3, 16, 16))  # logits
     assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("options", [{}, {"metric": "iou", "smooth": 1.0}, {"output_mode": "multilabel"},
+                                     {"regions": [[1, 2, 3], [2, 3], [3]]}, {"unassigned": "void"}])
+def test_a_batch_decoded_image_by_image_on_threads_equals_one_thread(options):
+    """Several images of a million elements or more are shared out among Python threads (threads.per_image): the
+    same labels as the single-threaded batch decode, the error of a bad image, and torch's thread count kept."""
+    g = torch.Generator().manual_seed(3)
+    low = 4 * torch.randn(3, 4, 16, 16, generator=g)
+    probs = torch.nn.functional.interpolate(low, size=(512, 512), mode="bilinear").softmax(1)  # 1M per image
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        expected = rankseg(probs, **options)
+        torch.set_num_threads(2)
+        assert threads.per_image(lambda b: probs[b, 0], probs) is not None  # the threaded path runs
+        assert torch.equal(rankseg(probs, **options), expected)
+        assert torch.get_num_threads() == 2
+        bad = probs.clone()
+        bad[2, 0, 7, 7] = torch.nan
+        with pytest.raises(ValueError, match="NaN"):
+            rankseg(bad, **options)
+    finally:
+        torch.set_num_threads(before)
