@@ -52,17 +52,15 @@ def assign(
         eligible = eligible | _argmax_claims(probs, argmax, out)
     tiles = stats.tiles
     rows = None if tiles is None else tiles.gather(tiles.above(theta, torch.isfinite(theta)))
-    with threads.streaming(probs.numel() if rows is None else rows.values.numel()):
-        m, t = (_claims_blocks(probs, theta, out) if rows is None else _claims_tiles(rows, theta, out))
-        if by_argmax:
-            _argmax_alone(probs, argmax, out, m, t)
+    m, t = (_claims_blocks(probs, theta, out) if rows is None else _claims_tiles(rows, theta, out))
+    if by_argmax:
+        _argmax_alone(probs, argmax, out, m, t)
     _code_to_labels(out, K)
     marked = out < 0
     unclaimed = out == UNCLAIMED if opts.unassigned == "void" else None
     scores = _Scores(opts, eligible, stats.mu, m, t, theta.dtype)
-    with threads.streaming(marked.numel()):
-        rest = marked if tiles is None else _resolve_positive(tiles, scores, marked, out)
-        _resolve_gathered(probs, scores, rest, out)
+    rest = marked if tiles is None else _resolve_positive(tiles, scores, marked, out)
+    _resolve_gathered(probs, scores, rest, out)
     if unclaimed is not None:
         out.masked_fill_(unclaimed, opts.void_index)
     out = out.view(B, *probs.shape[2:])
@@ -199,14 +197,17 @@ def _resolve_positive(tiles: Tiles, scores: _Scores, marked: torch.Tensor, out: 
     number[pixels] = torch.arange(pixels.numel(), dtype=torch.int32, device=out.device)
     marked_rows = marked.view(B * T, L)
     c0, c1, zero = scores.c0.flatten(), scores.c1.flatten(), scores.zero.flatten()
-    found = []
-    step = max(1, blocks.BLOCK_ELEMENTS // L)
-    for i in range(0, rows.values.shape[0], step):
-        values, pair, tile = rows.values[i : i + step], rows.pair[i : i + step], rows.tile[i : i + step]
+    def entries(part: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(index in ``pixels``, pair, score) of the positive scores in the rows of ``part``."""
+        values, pair, tile = rows.values[part], rows.pair[part], rows.tile[part]
         keep = host.nonzero((values > zero[pair][:, None]) & marked_rows.index_select(0, tile))
         row = keep // L
-        found.append((number[tile[row] * L + keep % L].long(), pair[row],
-                      scores(values.view(-1)[keep], c0[pair[row]], c1[pair[row]])))
+        return (number[tile[row] * L + keep % L].long(), pair[row],
+                scores(values.view(-1)[keep], c0[pair[row]], c1[pair[row]]))
+
+    cut = [piece for part in threads.pieces(rows.values.shape[0], rows.values.numel())
+           for piece in _at_most(part, max(1, blocks.BLOCK_ELEMENTS // L))]
+    found = threads.map_parts(entries, cut, rows.values.numel())
     where, pair, score = (torch.cat(parts) for parts in zip(*found)) if found else (pixels[:0],) * 3
     best = torch.full(pixels.shape, -torch.inf, dtype=scores.dtype, device=out.device)
     best.scatter_reduce_(0, where, score.to(scores.dtype), "amax")
@@ -219,23 +220,28 @@ def _resolve_positive(tiles: Tiles, scores: _Scores, marked: torch.Tensor, out: 
     return rest
 
 
+def _at_most(part: slice, step: int) -> list[slice]:
+    """``part`` cut into slices of at most ``step``."""
+    return [slice(i, min(i + step, part.stop)) for i in range(part.start, part.stop, step)]
+
+
 def _resolve_gathered(probs: torch.Tensor, scores: _Scores, marked: torch.Tensor, out: torch.Tensor) -> None:
-    """Give every ``marked`` pixel its best eligible class in ``out`` ``(B, d)``: each class's probabilities at the
-    marked pixels are gathered and scored in turn, keeping a running best (first class on ties; no ``(C, pixels)``
-    score matrix, and no argmax over a short class dim, which torch runs slowly)."""
+    """Give every ``marked`` pixel its best eligible class in ``out`` ``(B, d)``: the eligible classes'
+    probabilities at a chunk of marked pixels are gathered into an ``(E, n)`` matrix (at most a block), scored, and
+    the first maximum over the classes wins."""
     B, C = scores.c0.shape
     eligible = host.to_host(scores.eligible)
     for b in range(B):
         pixels = probs[b].reshape(C, -1)  # a view for contiguous and channels-last input
         idx = host.nonzero(marked[b])
-        classes = eligible[b].nonzero().flatten().tolist()
-        for i in range(0, idx.numel(), blocks.BLOCK_ELEMENTS):
-            chunk = idx[i : i + blocks.BLOCK_ELEMENTS]
-            best = torch.full(chunk.shape, -torch.inf, dtype=scores.dtype, device=chunk.device)
-            winner = torch.zeros_like(chunk)
-            for c in classes:
-                score = scores(pixels[c].take(chunk), scores.c0[b, c], scores.c1[b, c])
-                better = score > best
-                winner.masked_fill_(better, c)
-                torch.maximum(best, score, out=best)
+        classes = eligible[b].nonzero().flatten().to(probs.device)
+        if idx.numel() == 0 or classes.numel() == 0:
+            continue
+        c0, c1 = scores.c0[b, classes][:, None], scores.c1[b, classes][:, None]
+
+        def best_class(chunk: torch.Tensor) -> torch.Tensor:
+            return classes[scores(pixels[classes[:, None], chunk[None, :]], c0, c1).max(0).indices]
+
+        chunks = idx.split(max(1, blocks.BLOCK_ELEMENTS // (4 * classes.numel())))
+        for chunk, winner in zip(chunks, threads.map_parts(best_class, chunks, idx.numel() * classes.numel())):
             out[b, chunk] = winner

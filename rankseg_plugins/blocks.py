@@ -9,6 +9,7 @@ scratch buffers of a block stay far below the input's size.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterator
 
 import torch
@@ -36,17 +37,18 @@ def spatial_dims(x: torch.Tensor) -> tuple[int, ...]:
 
 
 class Scratch:
-    """Reusable flat buffers for block-shaped temporaries (one per ``slot``), grown on demand."""
+    """Reusable flat buffers for block-shaped temporaries (one per ``slot`` and calling thread), grown on demand."""
 
     def __init__(self, dtype: torch.dtype, device: torch.device) -> None:
         self.dtype, self.device = dtype, device
-        self.buffers: dict[int, torch.Tensor] = {}
+        self.buffers: dict[tuple[int, int], torch.Tensor] = {}
 
     def take(self, shape: torch.Size | tuple[int, ...], slot: int = 0, dtype: torch.dtype | None = None) -> torch.Tensor:
         """A contiguous tensor of ``shape`` (uninitialised) backed by buffer ``slot``."""
         dtype = dtype or self.dtype
         n = math.prod(shape)
-        buf = self.buffers.get(slot)
+        key = (threading.get_ident(), slot)
+        buf = self.buffers.get(key)
         if buf is None or buf.dtype != dtype or buf.numel() < n:
-            buf = self.buffers[slot] = torch.empty(max(n, 1), dtype=dtype, device=self.device)
+            buf = self.buffers[key] = torch.empty(max(n, 1), dtype=dtype, device=self.device)
         return buf[:n].view(shape)

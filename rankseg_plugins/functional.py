@@ -97,7 +97,7 @@ def decode(probs: torch.Tensor, opts: Options, plan: Plan | None = None) -> torc
         batched = threads.per_image(lambda b: _decode(probs[b], opts, plan), probs)
         if batched is not None:
             return batched
-        with threads.decoding():
+        with threads.decoding(probs.device):
             return _decode(probs, opts, plan)
 
 
@@ -153,7 +153,7 @@ def thresholds(probs: torch.Tensor, opts: Options, plan: Plan | None = None) -> 
     """``(B, C)`` float64 (``(B, R)`` with regions): pair ``(b, c)``'s mask is ``probs[b, c] > theta[b, c]``
     (region ``r``'s: ``q[b, r] > theta[b, r]``); ``inf`` marks an empty decision. In multiclass mode these are the
     masks before overlaps are resolved."""
-    with torch.no_grad(), threads.decoding():
+    with torch.no_grad(), threads.decoding(getattr(probs, "device", None)):
         if opts.regions is not None:
             _, q, stats = _regions(probs, opts)
         else:

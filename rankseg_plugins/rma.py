@@ -121,21 +121,23 @@ def count_sum_above(
     tau = torch.zeros(flat.shape, dtype=torch.float64, device=theta.device)
     S = torch.zeros_like(tau)
     for values, pair in parts:
-        with threads.streaming(values.numel()):
-            _count_sum_part(values, flat[pair], tau, S, pair, scratch)
+        # share out rows, or, for a block of a few classes, runs of its first spatial dim
+        by_row = values.ndim < 3 or values.shape[0] >= threads.count() * threads.PARTS_PER_THREAD
+
+        def count_sum(part: slice) -> tuple[torch.Tensor, torch.Tensor]:
+            """Per row of the part: the count and the sum of its values above its pair's threshold."""
+            v = values[part] if by_row else values[:, part]
+            w = scratch.take(v.shape)
+            torch.gt(v, flat[pair[part] if by_row else pair].view(-1, *(1,) * (v.ndim - 1)), out=w)
+            dims = spatial_dims(w)
+            n = w.sum(dims, dtype=w.dtype).double()
+            return n, w.mul_(v).sum(dims, dtype=w.dtype).double()
+
+        cut = threads.pieces(values.shape[0 if by_row else 1], values.numel())
+        for part, (n, total) in zip(cut, threads.map_parts(count_sum, cut, values.numel())):
+            tau.index_add_(0, pair[part] if by_row else pair, n)
+            S.index_add_(0, pair[part] if by_row else pair, total)
     return tau.view(theta.shape), S.view(theta.shape)
-
-
-def _count_sum_part(
-    values: torch.Tensor, theta: torch.Tensor, tau: torch.Tensor, S: torch.Tensor, pair: torch.Tensor, scratch: Scratch
-) -> None:
-    """Add one part's counts and sums above ``theta`` ``(R,)`` into ``tau`` and ``S`` at ``pair``."""
-    w = scratch.take(values.shape)
-    torch.gt(values, theta.view(-1, *(1,) * (values.ndim - 1)), out=w)
-    dims = spatial_dims(w)
-    tau.index_add_(0, pair, w.sum(dims, dtype=w.dtype).double())
-    w.mul_(values)
-    S.index_add_(0, pair, w.sum(dims, dtype=w.dtype).double())
 
 
 def _dinkelbach(

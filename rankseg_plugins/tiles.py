@@ -79,14 +79,12 @@ class Tiles:
 
     def where(self, wanted: torch.Tensor) -> TileSet:
         """The tiles where ``wanted`` ``(B, C, T)`` holds."""
-        with threads.streaming(wanted.numel()):
-            index = host.nonzero(wanted)
-            return TileSet(index, index // self.view.shape[2], self.max.view(-1).index_select(0, index))
+        index = host.nonzero(wanted)
+        return TileSet(index, index // self.view.shape[2], self.max.view(-1).index_select(0, index))
 
     def above(self, threshold: torch.Tensor, pairs: torch.Tensor) -> TileSet:
         """The tiles of the ``pairs`` ``(B, C)`` bool whose maximum exceeds ``threshold`` ``(B, C)``."""
-        with threads.streaming(self.max.numel()):
-            return self.where((self.max > threshold[..., None].to(self.max.dtype)) & pairs[..., None])
+        return self.where((self.max > threshold[..., None].to(self.max.dtype)) & pairs[..., None])
 
     def fits(self, n: int) -> bool:
         """Whether ``n`` tiles hold at most ``COMPACT_FRACTION`` of the input (else a pass over everything is as
@@ -99,5 +97,9 @@ class Tiles:
         if not self.fits(tiles.index.numel()):
             return None
         tile = (tiles.pair // C) * T + tiles.index % T
-        with threads.streaming(tiles.index.numel() * L):
-            return Rows(self.view.view(-1, L).index_select(0, tiles.index), tiles.pair, tile)
+        flat = self.view.view(-1, L)
+        values = flat.new_empty((tiles.index.numel(), L))
+        cut = threads.pieces(tiles.index.numel(), values.numel())
+        threads.map_parts(lambda part: torch.index_select(flat, 0, tiles.index[part], out=values[part]), cut,
+                          values.numel())
+        return Rows(values, tiles.pair, tile)

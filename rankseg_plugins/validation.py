@@ -74,16 +74,23 @@ def probability_stats(probs: torch.Tensor, multiclass: bool) -> Stats:
     mu = torch.zeros((B, C), dtype=torch.float64, device=probs.device)
     pmax = torch.full_like(mu, -torch.inf)
     pmin = torch.full((), torch.inf, dtype=torch.float64, device=probs.device)
-    with torch.no_grad(), threads.streaming():
-        for b in range(B):
-            for rows, block in image_blocks(probs if tiles is None else tiles.view, b):
-                dims = spatial_dims(block)
-                mu[b] += block.sum(dims, dtype=dtype)
-                if tiles is None:
-                    pmax[b] = torch.maximum(pmax[b], block.amax(dims).double())
-                else:
-                    tiles.max[b, :, rows] = block.amax(-1)
-                pmin = torch.minimum(pmin, block.amin().double())
+    view = probs if tiles is None else tiles.view
+
+    def block_stats(item: tuple[int, slice]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        b, rows = item
+        block = view[b, :, rows]
+        if tiles is not None:
+            tiles.max[b, :, rows] = block.amax(-1)
+        peak = None if tiles is not None else block.amax(spatial_dims(block))
+        return block.sum(spatial_dims(block), dtype=dtype), peak, block.amin()
+
+    with torch.no_grad():
+        items = [(b, rows) for b in range(B) for rows, _ in image_blocks(view, b)]
+        for (b, _), (total, peak, low) in zip(items, threads.map_parts(block_stats, items, probs.numel())):
+            mu[b] += total
+            if peak is not None:
+                pmax[b] = torch.maximum(pmax[b], peak.double())
+            pmin = torch.minimum(pmin, low.double())
         if tiles is not None:
             pmax = tiles.max.amax(-1).double()
         summary = host.to_host(torch.stack([mu.sum(), pmin, pmax.max()]))

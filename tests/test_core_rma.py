@@ -362,3 +362,33 @@ def test_a_batch_decoded_image_by_image_on_threads_equals_one_thread(options):
             rankseg(bad, **options)
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("options", [{}, {"metric": "iou"}, {"smooth": 1.0}, {"output_mode": "multilabel"}])
+def test_one_large_image_shared_out_on_threads_equals_one_thread(monkeypatch, layout, options):
+    """The big passes of one image are shared out among Python threads (threads.map_parts): same labels as one
+    thread, with tiles (contiguous) and without (channels-last: blocks)."""
+    g = torch.Generator().manual_seed(5)
+    low = 4 * torch.randn(1, 6, 8, 24, 24, generator=g)
+    probs = torch.nn.functional.interpolate(low, size=(16, 384, 384), mode="trilinear").softmax(1)  # 14M
+    if layout == "channels_last":
+        probs = probs.to(memory_format=torch.channels_last_3d)
+    pools = []
+
+    class Counting(threads.ThreadPoolExecutor):
+        def __init__(self, *args, **kwargs):
+            pools.append(self)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(threads, "ThreadPoolExecutor", Counting)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        expected = rankseg(probs, **options)
+        assert not pools
+        torch.set_num_threads(2)
+        assert torch.equal(rankseg(probs, **options), expected)
+        assert len(pools) == 1 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
