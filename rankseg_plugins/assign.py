@@ -26,6 +26,8 @@ walk the whole batch.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from . import blocks, host, threads
@@ -94,35 +96,44 @@ def _argmax_alone(probs: torch.Tensor, argmax: torch.Tensor, code: torch.Tensor,
 
 
 def _code_to_labels(code: torch.Tensor, K: int) -> None:
-    """In place: a single claim's class, ``UNCLAIMED`` or ``CONTESTED``, block by block."""
-    for part in code.view(-1).split(blocks.BLOCK_ELEMENTS):
+    """In place: a single claim's class, ``UNCLAIMED`` or ``CONTESTED``, in parts of an eighth of a block (an int64
+    temporary each)."""
+
+    def convert(part: torch.Tensor) -> None:
         count = part % K
-        part.copy_(torch.where(count == 1, part // K, torch.where(count == 0, UNCLAIMED, CONTESTED)))
+        part.div_(K, rounding_mode="floor").masked_fill_(count == 0, UNCLAIMED).masked_fill_(count > 1, CONTESTED)
+
+    threads.map_parts(convert, code.view(-1).split(blocks.BLOCK_ELEMENTS // 8), code.numel())
 
 
 def _claims_blocks(probs: torch.Tensor, theta: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Steps 1-2 over every block of the batch: the claims' code added into ``out`` ``(B, d)``, and ``(m, t)``
-    ``(B, C)`` of the pixels the classes with a threshold hold alone."""
+    """Steps 1-2 over every block (a quarter of the usual size: the label map is held too) of the batch: the claims'
+    code added into ``out`` ``(B, d)``, and ``(m, t)`` ``(B, C)`` of the pixels the classes with a threshold hold
+    alone."""
     B, C = theta.shape
     K = C + 1
     dtype = torch.float32 if C + K * C * (C - 1) // 2 < 2**24 else torch.float64  # exact integer sums
     scratch = Scratch(dtype, probs.device)
     weights = 1.0 + K * torch.arange(C, dtype=dtype, device=probs.device)
+    lift = (1,) * (probs.ndim - 2)
+    per_row = math.prod(probs.shape[3:])
+
+    def claims(item: tuple[int, slice, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        b, rows, block = item
+        w = scratch.take(block.shape)
+        torch.gt(block, theta[b].view(C, *lift), out=w)
+        code = out[b, rows.start * per_row : rows.stop * per_row]
+        code.add_(torch.tensordot(weights, w, dims=1).reshape(-1).long())
+        w.mul_((code % K == 1).view(w.shape[1:]).to(dtype))  # the sole claims
+        dims = tuple(range(1, w.ndim))
+        return w.sum(dims).double(), w.mul_(block).sum(dims).double()
+
+    items = [(b, rows, block) for b in range(B) for rows, block in image_blocks(probs, b, blocks.BLOCK_ELEMENTS // 4)]
     m = torch.zeros((B, C), dtype=torch.float64, device=probs.device)
     t = torch.zeros_like(m)
-    lift = (1,) * (probs.ndim - 2)
-    for b in range(B):
-        start = 0
-        for _, block in image_blocks(probs, b):
-            w = scratch.take(block.shape)
-            torch.gt(block, theta[b].view(C, *lift), out=w)
-            code = out[b, start : start + w[0].numel()]
-            start += code.numel()
-            code.add_(torch.tensordot(weights, w, dims=1).reshape(-1).long())
-            w.mul_((code % K == 1).view(w.shape[1:]).to(dtype))  # the sole claims
-            dims = tuple(range(1, w.ndim))
-            t[b] += w.sum(dims).double()
-            m[b] += w.mul_(block).sum(dims).double()
+    for (b, _, _), (alone, mass) in zip(items, threads.map_parts(claims, items, probs.numel())):
+        t[b] += alone
+        m[b] += mass
     return m, t
 
 

@@ -17,15 +17,16 @@ import torch
 BLOCK_ELEMENTS = 1 << 22  # 16 MiB of float32: a few blocks per image, each far above a kernel's fixed cost
 
 
-def block_rows(x: torch.Tensor) -> int:
-    """Slices along the first spatial dim per block of ``x`` ``(B, C, *spatial)``."""
+def block_rows(x: torch.Tensor, elements: int | None = None) -> int:
+    """Slices along the first spatial dim per block of at most ``elements`` (default :data:`BLOCK_ELEMENTS`) of
+    ``x`` ``(B, C, *spatial)``."""
     per_row = x.shape[1] * math.prod(x.shape[3:])
-    return max(1, BLOCK_ELEMENTS // max(per_row, 1))
+    return max(1, (elements or BLOCK_ELEMENTS) // max(per_row, 1))
 
 
-def image_blocks(x: torch.Tensor, image: int) -> Iterator[tuple[slice, torch.Tensor]]:
-    """``(rows, x[image, :, rows])`` for every block of one image."""
-    rows, n = block_rows(x), x.shape[2]
+def image_blocks(x: torch.Tensor, image: int, elements: int | None = None) -> Iterator[tuple[slice, torch.Tensor]]:
+    """``(rows, x[image, :, rows])`` for every block of one image (at most ``elements`` each, at least one slice)."""
+    rows, n = block_rows(x, elements), x.shape[2]
     for r0 in range(0, n, rows):
         sl = slice(r0, min(r0 + rows, n))
         yield sl, x[image, :, sl]

@@ -14,6 +14,7 @@ statistics pass (:func:`rankseg_plugins.validation.probability_stats`) at the co
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -41,12 +42,21 @@ class TileSet(NamedTuple):
 
     def above(self, threshold: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
         """``(N,)`` bool: the tiles of the ``pairs`` (``(B, C)`` bool) whose maximum exceeds ``threshold`` ``(B, C)``."""
-        return (self.max > threshold.flatten()[self.pair].to(self.max.dtype)) & pairs.flatten()[self.pair]
+        limit, wanted = threshold.flatten().to(self.max.dtype), pairs.flatten()
+        out = torch.empty(self.max.shape, dtype=torch.bool, device=self.max.device)
+
+        def part(s: slice) -> None:
+            pair = self.pair[s]
+            torch.gt(self.max[s], limit[pair], out=out[s]).logical_and_(wanted[pair])
+
+        n = self.max.numel()
+        threads.map_parts(part, threads.pieces(n, n), n)
+        return out
 
     def take(self, keep: torch.Tensor) -> TileSet:
         """The tiles where ``keep`` ``(N,)`` holds."""
         idx = host.nonzero(keep)
-        return TileSet(*(t.index_select(0, idx) for t in self))
+        return TileSet(*(select_rows(t, idx) for t in self))
 
     def narrow(self, keep: torch.Tensor) -> TileSet:
         """:meth:`take`, once the tiles kept are at most half (copying fewer saves little)."""
@@ -79,12 +89,25 @@ class Tiles:
 
     def where(self, wanted: torch.Tensor) -> TileSet:
         """The tiles where ``wanted`` ``(B, C, T)`` holds."""
-        index = host.nonzero(wanted)
-        return TileSet(index, index // self.view.shape[2], self.max.view(-1).index_select(0, index))
+        return self._tiles(lambda s: wanted.view(-1, wanted.shape[2])[s])
 
     def above(self, threshold: torch.Tensor, pairs: torch.Tensor) -> TileSet:
         """The tiles of the ``pairs`` ``(B, C)`` bool whose maximum exceeds ``threshold`` ``(B, C)``."""
-        return self.where((self.max > threshold[..., None].to(self.max.dtype)) & pairs[..., None])
+        limit, wanted = threshold.flatten().to(self.max.dtype), pairs.flatten()
+        rows = self.max.view(-1, self.max.shape[2])
+        return self._tiles(lambda s: (rows[s] > limit[s, None]) & wanted[s, None])
+
+    def _tiles(self, wanted: Callable[[slice], torch.Tensor]) -> TileSet:
+        """The tiles where ``wanted(pairs)`` ``(pairs, T)`` bool holds, its pairs' parts shared out."""
+        T = self.max.shape[2]
+
+        def index(s: slice) -> torch.Tensor:
+            return host.nonzero(wanted(s)) + s.start * T
+
+        pairs = self.max.shape[0] * self.max.shape[1]
+        parts = threads.map_parts(index, threads.pieces(pairs, self.max.numel()), self.max.numel())
+        index = parts[0] if len(parts) == 1 else torch.cat(parts)
+        return TileSet(index, index // T, select_rows(self.max.view(-1), index))
 
     def fits(self, n: int) -> bool:
         """Whether ``n`` tiles hold at most ``COMPACT_FRACTION`` of the input (else a pass over everything is as
@@ -97,9 +120,12 @@ class Tiles:
         if not self.fits(tiles.index.numel()):
             return None
         tile = (tiles.pair // C) * T + tiles.index % T
-        flat = self.view.view(-1, L)
-        values = flat.new_empty((tiles.index.numel(), L))
-        cut = threads.pieces(tiles.index.numel(), values.numel())
-        threads.map_parts(lambda part: torch.index_select(flat, 0, tiles.index[part], out=values[part]), cut,
-                          values.numel())
-        return Rows(values, tiles.pair, tile)
+        return Rows(select_rows(self.view.view(-1, L), tiles.index), tiles.pair, tile)
+
+
+def select_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x.index_select(0, index)``, its parts shared out (:func:`threads.map_parts`) when it is large."""
+    out = x.new_empty((index.numel(), *x.shape[1:]))
+    n = out.numel()
+    threads.map_parts(lambda s: torch.index_select(x, 0, index[s], out=out[s]), threads.pieces(index.numel(), n), n)
+    return out
