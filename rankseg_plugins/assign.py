@@ -208,13 +208,17 @@ def _resolve_positive(tiles: Tiles, scores: _Scores, marked: torch.Tensor, out: 
     number[pixels] = torch.arange(pixels.numel(), dtype=torch.int32, device=out.device)
     marked_rows = marked.view(B * T, L)
     c0, c1, zero = scores.c0.flatten(), scores.c1.flatten(), scores.zero.flatten()
+
     def entries(part: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(index in ``pixels``, pair, score) of the positive scores in the rows of ``part``."""
+        """(index in ``pixels``, pair, score) of the positive scores in the rows of ``part`` (``index_select``
+        throughout: several times faster than indexing with ``[]`` on the CPU)."""
         values, pair, tile = rows.values[part], rows.pair[part], rows.tile[part]
-        keep = host.nonzero((values > zero[pair][:, None]) & marked_rows.index_select(0, tile))
+        keep = host.nonzero((values > zero.index_select(0, pair)[:, None]) & marked_rows.index_select(0, tile))
         row = keep // L
-        return (number[tile[row] * L + keep % L].long(), pair[row],
-                scores(values.view(-1)[keep], c0[pair[row]], c1[pair[row]]))
+        pair = pair.index_select(0, row)
+        position = tile.index_select(0, row) * L + keep % L
+        return (number.index_select(0, position).long(), pair,
+                scores(values.view(-1).index_select(0, keep), c0.index_select(0, pair), c1.index_select(0, pair)))
 
     cut = [piece for part in threads.pieces(rows.values.shape[0], rows.values.numel())
            for piece in _at_most(part, max(1, blocks.BLOCK_ELEMENTS // L))]
@@ -223,7 +227,7 @@ def _resolve_positive(tiles: Tiles, scores: _Scores, marked: torch.Tensor, out: 
     best = torch.full(pixels.shape, -torch.inf, dtype=scores.dtype, device=out.device)
     best.scatter_reduce_(0, where, score.to(scores.dtype), "amax")
     winner = torch.full(pixels.shape, C, dtype=torch.int64, device=out.device)
-    winner.scatter_reduce_(0, where, torch.where(score == best[where], pair % C, C), "amin")
+    winner.scatter_reduce_(0, where, torch.where(score == best.index_select(0, where), pair % C, C), "amin")
     resolved = winner < C
     out.view(-1)[pixels[resolved]] = winner[resolved]
     rest = torch.zeros_like(marked)
@@ -251,8 +255,11 @@ def _resolve_gathered(probs: torch.Tensor, scores: _Scores, marked: torch.Tensor
         c0, c1 = scores.c0[b, classes][:, None], scores.c1[b, classes][:, None]
 
         def best_class(chunk: torch.Tensor) -> torch.Tensor:
-            return classes[scores(pixels[classes[:, None], chunk[None, :]], c0, c1).max(0).indices]
+            p = pixels.index_select(1, chunk)  # all classes at once: faster than picking (class, pixel) pairs
+            if classes.numel() < C:
+                p = p.index_select(0, classes)
+            return classes.index_select(0, scores(p, c0, c1).max(0).indices)
 
-        chunks = idx.split(max(1, blocks.BLOCK_ELEMENTS // (4 * classes.numel())))
+        chunks = idx.split(max(1, blocks.BLOCK_ELEMENTS // (4 * C)))
         for chunk, winner in zip(chunks, threads.map_parts(best_class, chunks, idx.numel() * classes.numel())):
             out[b, chunk] = winner
