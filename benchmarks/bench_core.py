@@ -15,7 +15,8 @@ Per case it reports the median wall time of each method idle and, with ``--load`
 other process keeps a core busy (a spinning Python loop, as a data loader would), each as a ratio to argmax measured
 in the same conditions; and the peak extra memory as a multiple of the input's size. CPU memory: every allocation
 above 64 KiB is served by mmap, so freed buffers leave the resident set, and the peak is read from the kernel
-(``VmHWM`` after resetting it through ``/proc/self/clear_refs``); it counts every allocation, the output included.
+(``VmHWM`` after resetting it through ``/proc/self/clear_refs``); it counts every allocation, the output included,
+and is the median of three calls after a warm-up call.
 GPU memory: ``torch.cuda.max_memory_allocated`` above the input. Times on the GPU are taken after
 ``torch.cuda.synchronize()``.
 """
@@ -125,8 +126,15 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def peak_extra_bytes(fn: Method, probs: torch.Tensor) -> int:
-    """Peak memory above the level before ``fn(probs)`` ran (CPU: resident set, Linux only; GPU: allocated)."""
+def peak_extra_bytes(fn: Method, probs: torch.Tensor, repeat: int = 3) -> int:
+    """Median over ``repeat`` calls, after a warm-up call, of the peak memory above the level before ``fn(probs)``
+    ran (CPU: resident set, Linux only; GPU: allocated): the steady state of a decode loop, without one-time costs
+    (allocator arenas, thread stacks) that would make a peak depend on what ran before it."""
+    fn(probs)
+    return int(statistics.median(_peak_extra_bytes(fn, probs) for _ in range(repeat)))
+
+
+def _peak_extra_bytes(fn: Method, probs: torch.Tensor) -> int:
     gc.collect()
     if probs.is_cuda:
         torch.cuda.empty_cache()

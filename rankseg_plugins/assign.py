@@ -241,16 +241,18 @@ def _at_most(part: slice, step: int) -> list[slice]:
 
 
 def _resolve_gathered(probs: torch.Tensor, scores: _Scores, marked: torch.Tensor, out: torch.Tensor) -> None:
-    """Give every ``marked`` pixel its best eligible class in ``out`` ``(B, d)``: the eligible classes'
-    probabilities at a chunk of marked pixels are gathered into an ``(E, n)`` matrix (at most a block), scored, and
-    the first maximum over the classes wins."""
+    """Give every ``marked`` pixel its best eligible class in ``out`` ``(B, d)``: image by image, in spans of an
+    eighth of a block (so the marked pixels' positions take little memory), the eligible classes' probabilities at
+    a chunk of marked pixels are gathered into an ``(E, n)`` matrix (at most a quarter block), scored, and the first
+    maximum over the classes wins."""
     B, C = scores.c0.shape
     eligible = host.to_host(scores.eligible)
+    n = max(1, blocks.BLOCK_ELEMENTS // (4 * C))
+    span = max(n, blocks.BLOCK_ELEMENTS // 8)
     for b in range(B):
         pixels = probs[b].reshape(C, -1)  # a view for contiguous and channels-last input
-        idx = host.nonzero(marked[b])
         classes = eligible[b].nonzero().flatten().to(probs.device)
-        if idx.numel() == 0 or classes.numel() == 0:
+        if classes.numel() == 0:
             continue
         c0, c1 = scores.c0[b, classes][:, None], scores.c1[b, classes][:, None]
 
@@ -260,6 +262,10 @@ def _resolve_gathered(probs: torch.Tensor, scores: _Scores, marked: torch.Tensor
                 p = p.index_select(0, classes)
             return classes.index_select(0, scores(p, c0, c1).max(0).indices)
 
-        chunks = idx.split(max(1, blocks.BLOCK_ELEMENTS // (4 * C)))
-        for chunk, winner in zip(chunks, threads.map_parts(best_class, chunks, idx.numel() * classes.numel())):
-            out[b, chunk] = winner
+        for start in range(0, pixels.shape[1], span):
+            idx = host.nonzero(marked[b, start : start + span]) + start
+            if idx.numel() == 0:
+                continue
+            chunks = idx.split(n)
+            for chunk, winner in zip(chunks, threads.map_parts(best_class, chunks, idx.numel() * classes.numel())):
+                out[b, chunk] = winner
