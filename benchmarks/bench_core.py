@@ -16,7 +16,8 @@ other process keeps a core busy (a spinning Python loop, as a data loader would)
 in the same conditions; and the peak extra memory as a multiple of the input's size. CPU memory: every allocation
 above 64 KiB is served by mmap, so freed buffers leave the resident set, and the peak is read from the kernel
 (``VmHWM`` after resetting it through ``/proc/self/clear_refs``); it counts every allocation, the output included,
-and is the median of three calls after a warm-up call.
+and is the median of three calls after a warm-up call, in a process of its own (so what ran before leaves no
+allocator state behind).
 GPU memory: ``torch.cuda.max_memory_allocated`` above the input. Times on the GPU are taken after
 ``torch.cuda.synchronize()``.
 """
@@ -28,6 +29,7 @@ import contextlib
 import ctypes
 import gc
 import json
+import multiprocessing
 import statistics
 import subprocess
 import sys
@@ -175,13 +177,23 @@ def run(cases: dict[str, tuple[int, ...]], kinds: list[str], repeat: int, device
                     for row in rows[-len(found):]:
                         row["seconds_loaded"] = median_seconds(found[row["method"]], probs, repeat)
             del probs
-    if device == "cpu":
-        return_freed_memory()  # slower, so after the timings
     for row in rows:
-        probs = make_probs(tuple(row["shape"]), row["kind"], device)
-        row["peak_extra_bytes"] = peak_extra_bytes(methods(True).get(row["method"], lambda p: None), probs)
-        del probs
+        if device == "cpu":  # a fresh process each, so the allocator's state after other runs does not count
+            spawn = multiprocessing.get_context("spawn")
+            with spawn.Pool(1) as pool:
+                row["peak_extra_bytes"] = pool.apply(_fresh_peak, (row, torch.get_num_threads()))
+        else:
+            row["peak_extra_bytes"] = _fresh_peak(row, None)
     return rows
+
+
+def _fresh_peak(row: dict, threads: int | None) -> int:
+    """:func:`peak_extra_bytes` of ``row``'s method on its input (on the CPU: in a process just started)."""
+    if threads is not None:
+        return_freed_memory()
+        torch.set_num_threads(threads)
+    probs = make_probs(tuple(row["shape"]), row["kind"], row["device"])
+    return peak_extra_bytes(methods(True)[row["method"]], probs)
 
 
 def print_table(rows: list[dict]) -> None:

@@ -80,7 +80,7 @@ def map_parts(fn: Callable[[T], R], parts: Sequence[T], elements: int) -> list[R
 
 def pieces(n: int, elements: int) -> list[slice]:
     """``range(n)`` cut into slices for :func:`map_parts` (one slice when the pass is not shared out)."""
-    k = max(1, min(n, count() * PARTS_PER_THREAD) if elements >= LARGE else 1)
+    k = max(1, min(n, count() * PARTS_PER_THREAD)) if elements >= LARGE and count() > 1 else 1
     step = max(1, -(-n // k))
     return [slice(i, min(i + step, n)) for i in range(0, n, step)] or [slice(0, 0)]
 
