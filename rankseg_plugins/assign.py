@@ -55,6 +55,7 @@ def assign(
     tiles = stats.tiles
     rows = None if tiles is None else tiles.gather(tiles.above(theta, torch.isfinite(theta)))
     m, t = (_claims_blocks(probs, theta, out) if rows is None else _claims_tiles(rows, theta, out))
+    del rows  # the gathered tiles (up to COMPACT_FRACTION of the input) are not needed past the claims
     if by_argmax:
         _argmax_alone(probs, argmax, out, m, t)
     _code_to_labels(out, K)
@@ -147,7 +148,7 @@ def _claims_tiles(rows: Rows, theta: torch.Tensor, out: torch.Tensor) -> tuple[t
     weights = 1.0 + K * torch.arange(C, dtype=dtype, device=out.device)
     flat = theta.flatten()
     scratch = Scratch(dtype, out.device)
-    step = max(1, blocks.BLOCK_ELEMENTS // L)
+    step = max(1, blocks.BLOCK_ELEMENTS // (4 * L))  # a quarter block of scratch: the label map is held too
     parts = [slice(i, i + step) for i in range(0, rows.values.shape[0], step)]
     for part in parts:
         w = scratch.take(rows.values[part].shape)
@@ -217,27 +218,23 @@ def _resolve_positive(tiles: Tiles, scores: _Scores, marked: torch.Tensor, out: 
         row = keep // L
         pair = pair.index_select(0, row)
         position = tile.index_select(0, row) * L + keep % L
-        return (number.index_select(0, position).long(), pair,
-                scores(values.view(-1).index_select(0, keep), c0.index_select(0, pair), c1.index_select(0, pair)))
+        score = scores(values.view(-1).index_select(0, keep), c0.index_select(0, pair), c1.index_select(0, pair))
+        return number.index_select(0, position).long(), (pair % C).int(), score
 
-    cut = [piece for part in threads.pieces(rows.values.shape[0], rows.values.numel())
-           for piece in _at_most(part, max(1, blocks.BLOCK_ELEMENTS // L))]
+    cut = threads.pieces(rows.values.shape[0], rows.values.numel(), most=max(1, blocks.BLOCK_ELEMENTS // (8 * L)))
     found = threads.map_parts(entries, cut, rows.values.numel())
-    where, pair, score = (torch.cat(parts) for parts in zip(*found)) if found else (pixels[:0],) * 3
     best = torch.full(pixels.shape, -torch.inf, dtype=scores.dtype, device=out.device)
-    best.scatter_reduce_(0, where, score.to(scores.dtype), "amax")
-    winner = torch.full(pixels.shape, C, dtype=torch.int64, device=out.device)
-    winner.scatter_reduce_(0, where, torch.where(score == best.index_select(0, where), pair % C, C), "amin")
+    for where, _, score in found:
+        best.scatter_reduce_(0, where, score, "amax")
+    winner = torch.full(pixels.shape, C, dtype=torch.int32, device=out.device)
+    while found:  # part by part, each freed once used (the entries are the decode's largest temporary)
+        where, label, score = found.pop()
+        winner.scatter_reduce_(0, where, torch.where(score == best.index_select(0, where), label, C), "amin")
     resolved = winner < C
-    out.view(-1)[pixels[resolved]] = winner[resolved]
+    out.view(-1)[pixels[resolved]] = winner[resolved].long()
     rest = torch.zeros_like(marked)
     rest.view(-1)[pixels[~resolved]] = True
     return rest
-
-
-def _at_most(part: slice, step: int) -> list[slice]:
-    """``part`` cut into slices of at most ``step``."""
-    return [slice(i, min(i + step, part.stop)) for i in range(part.start, part.stop, step)]
 
 
 def _resolve_gathered(probs: torch.Tensor, scores: _Scores, marked: torch.Tensor, out: torch.Tensor) -> None:

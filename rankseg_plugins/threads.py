@@ -78,10 +78,11 @@ def map_parts(fn: Callable[[T], R], parts: Sequence[T], elements: int) -> list[R
     return list(pool.map(fn, parts))
 
 
-def pieces(n: int, elements: int) -> list[slice]:
-    """``range(n)`` cut into slices for :func:`map_parts` (one slice when the pass is not shared out)."""
+def pieces(n: int, elements: int, most: int | None = None) -> list[slice]:
+    """``range(n)`` cut into slices for :func:`map_parts` (one slice when the pass is not shared out), each at most
+    ``most`` long (which bounds a part's temporaries)."""
     k = max(1, min(n, count() * PARTS_PER_THREAD)) if elements >= LARGE and count() > 1 else 1
-    step = max(1, -(-n // k))
+    step = max(1, min(-(-n // k), most or n))
     return [slice(i, min(i + step, n)) for i in range(0, n, step)] or [slice(0, 0)]
 
 
