@@ -33,7 +33,7 @@ import torch
 from . import blocks, host, threads
 from .blocks import Scratch, image_blocks
 from .options import Options
-from .tiles import Rows, Tiles
+from .tiles import Tiles, TileSet
 from .validation import Stats
 
 UNCLAIMED, CONTESTED = -1, -2  # marks in the label map between the steps
@@ -53,9 +53,12 @@ def assign(
     if by_argmax:
         eligible = eligible | _argmax_claims(probs, argmax, out)
     tiles = stats.tiles
-    rows = None if tiles is None else tiles.gather(tiles.above(theta, torch.isfinite(theta)))
-    m, t = (_claims_blocks(probs, theta, out) if rows is None else _claims_tiles(rows, theta, out))
-    del rows  # the gathered tiles (up to COMPACT_FRACTION of the input) are not needed past the claims
+    claiming = None if tiles is None else tiles.above(theta, torch.isfinite(theta))
+    if claiming is None or not tiles.fits(claiming.index.numel()):
+        m, t = _claims_blocks(probs, theta, out)
+    else:
+        m, t = _claims_tiles(tiles, claiming, theta, out)
+    del claiming  # its index may be large: one entry per tile
     if by_argmax:
         _argmax_alone(probs, argmax, out, m, t)
     _code_to_labels(out, K)
@@ -138,27 +141,28 @@ def _claims_blocks(probs: torch.Tensor, theta: torch.Tensor, out: torch.Tensor) 
     return m, t
 
 
-def _claims_tiles(rows: Rows, theta: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`_claims_blocks` from the gathered tiles where some class claims pixels (every claim lies in them)."""
+def _claims_tiles(
+    tiles: Tiles, claiming: TileSet, theta: torch.Tensor, out: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_claims_blocks` from the tiles where some class claims pixels (every claim lies in them), gathered a
+    quarter block at a time, twice (so they never take more memory than that)."""
     B, C = theta.shape
     K = C + 1
-    L = rows.values.shape[1]
+    L = tiles.view.shape[3]
     dtype = torch.float32 if C + K * C * (C - 1) // 2 < 2**24 else torch.float64  # exact integer sums
     code = out.to(dtype).view(-1, L)
     weights = 1.0 + K * torch.arange(C, dtype=dtype, device=out.device)
     flat = theta.flatten()
     scratch = Scratch(dtype, out.device)
-    step = max(1, blocks.BLOCK_ELEMENTS // (4 * L))  # a quarter block of scratch: the label map is held too
-    parts = [slice(i, i + step) for i in range(0, rows.values.shape[0], step)]
-    for part in parts:
-        w = scratch.take(rows.values[part].shape)
-        torch.gt(rows.values[part], flat[rows.pair[part]][:, None], out=w)
-        code.index_add_(0, rows.tile[part], w.mul_(weights[rows.pair[part] % C][:, None]))
+    quarter = blocks.BLOCK_ELEMENTS // 4  # a quarter block of scratch: the label map is held too
+    for values, pair, tile in tiles.gather_parts(claiming, quarter):
+        w = scratch.take(values.shape)
+        torch.gt(values, flat[pair][:, None], out=w)
+        code.index_add_(0, tile, w.mul_(weights[pair % C][:, None]))
     alone = code % K == 1
     m = torch.zeros(B * C, dtype=torch.float64, device=out.device)
     t = torch.zeros_like(m)
-    for part in parts:
-        values, pair, tile = rows.values[part], rows.pair[part], rows.tile[part]
+    for values, pair, tile in tiles.gather_parts(claiming, quarter):
         w = scratch.take(values.shape)
         torch.gt(values, flat[pair][:, None], out=w)
         w.mul_(alone.index_select(0, tile))
@@ -201,8 +205,8 @@ def _resolve_positive(tiles: Tiles, scores: _Scores, marked: torch.Tensor, out: 
     ``out`` ``(B, d)``; return the marked pixels left, where no class does."""
     B, C, T, L = tiles.view.shape
     wanted = (tiles.max > scores.zero[..., None]) & marked.view(B, 1, T, L).any(-1)
-    rows = tiles.gather(tiles.where(wanted))
-    if rows is None:
+    found = tiles.where(wanted)
+    if not tiles.fits(found.index.numel()):
         return marked
     pixels = host.nonzero(marked)  # the marked pixels' flat positions
     number = torch.full((marked.numel(),), -1, dtype=torch.int32, device=out.device)  # position -> index in pixels
@@ -211,9 +215,9 @@ def _resolve_positive(tiles: Tiles, scores: _Scores, marked: torch.Tensor, out: 
     c0, c1, zero = scores.c0.flatten(), scores.c1.flatten(), scores.zero.flatten()
 
     def entries(part: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(index in ``pixels``, pair, score) of the positive scores in the rows of ``part`` (``index_select``
-        throughout: several times faster than indexing with ``[]`` on the CPU)."""
-        values, pair, tile = rows.values[part], rows.pair[part], rows.tile[part]
+        """(index in ``pixels``, pair, score) of the positive scores in the tiles of ``part``, gathered here
+        (``index_select`` throughout: several times faster than indexing with ``[]`` on the CPU)."""
+        values, pair, tile = tiles.gather(found.part(part))
         keep = host.nonzero((values > zero.index_select(0, pair)[:, None]) & marked_rows.index_select(0, tile))
         row = keep // L
         pair = pair.index_select(0, row)
@@ -221,14 +225,15 @@ def _resolve_positive(tiles: Tiles, scores: _Scores, marked: torch.Tensor, out: 
         score = scores(values.view(-1).index_select(0, keep), c0.index_select(0, pair), c1.index_select(0, pair))
         return number.index_select(0, position).long(), (pair % C).int(), score
 
-    cut = threads.pieces(rows.values.shape[0], rows.values.numel(), most=max(1, blocks.BLOCK_ELEMENTS // (8 * L)))
-    found = threads.map_parts(entries, cut, rows.values.numel())
+    n = found.index.numel()
+    cut = threads.pieces(n, n * L, most=max(1, blocks.BLOCK_ELEMENTS // (8 * L)))
+    parts = threads.map_parts(entries, cut, n * L)
     best = torch.full(pixels.shape, -torch.inf, dtype=scores.dtype, device=out.device)
-    for where, _, score in found:
+    for where, _, score in parts:
         best.scatter_reduce_(0, where, score, "amax")
     winner = torch.full(pixels.shape, C, dtype=torch.int32, device=out.device)
-    while found:  # part by part, each freed once used (the entries are the decode's largest temporary)
-        where, label, score = found.pop()
+    while parts:  # part by part, each freed once used (the entries are the decode's largest temporary)
+        where, label, score = parts.pop()
         winner.scatter_reduce_(0, where, torch.where(score == best.index_select(0, where), label, C), "amin")
     resolved = winner < C
     out.view(-1)[pixels[resolved]] = winner[resolved].long()

@@ -36,7 +36,7 @@ import torch
 
 from . import blocks, host, threads
 from .blocks import Scratch, image_blocks, spatial_dims
-from .tiles import Rows, Tiles, TileSet
+from .tiles import Tiles, TileSet
 from .validation import Stats
 
 _MAX_STEPS = 100  # Dinkelbach stops exactly; on real maps after 4-9 steps
@@ -82,15 +82,14 @@ def solve(probs: torch.Tensor, stats: Stats, metric: str, smooth: float) -> Cand
 
 
 def chunks(
-    probs: torch.Tensor, rows: Rows | None, active: torch.Tensor, scratch: Scratch
+    probs: torch.Tensor, tiles: Tiles | None, chosen: TileSet | None, active: torch.Tensor, scratch: Scratch
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """``(values (R, ...), pair (R,))``: the probabilities of the ``active`` (host ``(B, C)`` bool) pairs, as chunks
-    of gathered tiles when ``rows`` is given, else as blocks of the batch (on the CPU an image's active classes are
-    gathered once they are few)."""
-    if rows is not None:
-        step = max(1, blocks.BLOCK_ELEMENTS // rows.values.shape[1])
-        for i in range(0, rows.values.shape[0], step):
-            yield rows.values[i : i + step], rows.pair[i : i + step]
+    """``(values (R, ...), pair (R,))``: the probabilities of the ``active`` (host ``(B, C)`` bool) pairs, as the
+    ``chosen`` tiles gathered a quarter block at a time when they :meth:`~Tiles.fits`, else as blocks of the batch
+    (on the CPU an image's active classes are gathered once they are few)."""
+    if tiles is not None and chosen is not None and tiles.fits(chosen.index.numel()):
+        for values, pair, _ in tiles.gather_parts(chosen, blocks.BLOCK_ELEMENTS // 4):
+            yield values, pair
         return
     yield from _block_chunks(probs, active, scratch)
 
@@ -173,11 +172,10 @@ def _dinkelbach(
     tiles, universe = stats.tiles, None  # universe: the tiles above theta(lo), where every later step looks
     for step in range(_MAX_STEPS):
         theta = _threshold(q, gamma, dtype)
-        rows = None
+        chosen = None
         if tiles is not None:
             chosen = tiles.above(theta, active) if universe is None else universe.take(universe.above(theta, active))
-            rows = tiles.gather(chosen)
-        tau, S = count_sum_above(chunks(probs, rows, active_host, scratch), theta, scratch)
+        tau, S = count_sum_above(chunks(probs, tiles, chosen, active_host, scratch), theta, scratch)
         den = beta + tau - gamma * S
         r = torch.where(den > 0, (S + alpha) / den.clamp_min(1e-300), torch.zeros_like(den))
         newton = q <= lo
@@ -248,10 +246,10 @@ def _dice_smooth_band(
     B, C = mu.shape
     theta_hi = (0.5 + s * (mu + 2.0 + s) / (2.0 * (mu + s) * (mu + 1.0 + s))).to(dtype)
     everything = torch.ones((B, C), dtype=torch.bool)
-    rows = None if tiles is None else tiles.gather(tiles.above(theta_free, everything.to(mu.device)))
+    chosen = None if tiles is None else tiles.above(theta_free, everything.to(mu.device))
     lo, hi = theta_free.flatten(), theta_hi.flatten()
     values, pairs = [], []
-    for v, pair in chunks(probs, rows, everything, Scratch(dtype, probs.device)):
+    for v, pair in chunks(probs, tiles, chosen, everything, Scratch(dtype, probs.device)):
         lift = (-1, *(1,) * (v.ndim - 1))
         band = (v > lo[pair].view(lift)) & (v <= hi[pair].view(lift))
         values.append(v[band].to(dtype))  # row by row: masked_select walks the chunk in logical order

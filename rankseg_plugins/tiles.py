@@ -14,7 +14,7 @@ statistics pass (:func:`rankseg_plugins.validation.probability_stats`) at the co
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import torch
@@ -39,6 +39,10 @@ class TileSet(NamedTuple):
     index: torch.Tensor
     pair: torch.Tensor
     max: torch.Tensor
+
+    def part(self, rows: slice) -> TileSet:
+        """The tiles numbered ``rows`` in this set."""
+        return TileSet(*(field[rows] for field in self))
 
     def above(self, threshold: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
         """``(N,)`` bool: the tiles of the ``pairs`` (``(B, C)`` bool) whose maximum exceeds ``threshold`` ``(B, C)``."""
@@ -113,6 +117,14 @@ class Tiles:
         """Whether ``n`` tiles hold at most ``COMPACT_FRACTION`` of the input (else a pass over everything is as
         cheap as gathering them)."""
         return n * self.view.shape[3] <= COMPACT_FRACTION * self.view.numel()
+
+    def gather_parts(self, tiles: TileSet, elements: int) -> Iterator[Rows]:
+        """:meth:`gather` of ``tiles`` at most ``elements`` values at a time (so they never all take memory)."""
+        step = max(1, elements // self.view.shape[3])
+        for i in range(0, tiles.index.numel(), step):
+            rows = self.gather(tiles.part(slice(i, i + step)))
+            assert rows is not None  # a part of tiles that fit fits
+            yield rows
 
     def gather(self, tiles: TileSet) -> Rows | None:
         """The values of ``tiles``, or ``None`` when they do not :meth:`fits`."""
