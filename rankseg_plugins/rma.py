@@ -132,8 +132,9 @@ def count_sum_above(
             n = w.sum(dims, dtype=w.dtype).double()
             return n, w.mul_(v).sum(dims, dtype=w.dtype).double()
 
-        n = values.shape[0 if by_row else 1]
-        cut = threads.pieces(n, values.numel(), most=max(1, n * (blocks.BLOCK_ELEMENTS // 4) // max(values.numel(), 1)))
+        length = values.shape[0 if by_row else 1]
+        cut = threads.pieces(length, values.numel(),
+                             most=max(1, length * (blocks.BLOCK_ELEMENTS // 4) // max(values.numel(), 1)))
         for part, (n, total) in zip(cut, threads.map_parts(count_sum, cut, values.numel())):
             tau.index_add_(0, pair[part] if by_row else pair, n)
             S.index_add_(0, pair[part] if by_row else pair, total)

@@ -122,15 +122,11 @@ class Tiles:
         """:meth:`gather` of ``tiles`` at most ``elements`` values at a time (so they never all take memory)."""
         step = max(1, elements // self.view.shape[3])
         for i in range(0, tiles.index.numel(), step):
-            rows = self.gather(tiles.part(slice(i, i + step)))
-            assert rows is not None  # a part of tiles that fit fits
-            yield rows
+            yield self.gather(tiles.part(slice(i, i + step)))
 
-    def gather(self, tiles: TileSet) -> Rows | None:
-        """The values of ``tiles``, or ``None`` when they do not :meth:`fits`."""
+    def gather(self, tiles: TileSet) -> Rows:
+        """The values of ``tiles`` (callers check :meth:`fits` for the whole set first)."""
         B, C, T, L = self.view.shape
-        if not self.fits(tiles.index.numel()):
-            return None
         tile = (tiles.pair // C) * T + tiles.index % T
         return Rows(select_rows(self.view.view(-1, L), tiles.index), tiles.pair, tile)
 
