@@ -204,8 +204,7 @@ def _resolve_positive(tiles: Tiles, scores: _Scores, marked: torch.Tensor, out: 
     """Give every marked pixel where some eligible class scores above 0 its best such class (first on ties), in
     ``out`` ``(B, d)``; return the marked pixels left, where no class does."""
     B, C, T, L = tiles.view.shape
-    wanted = (tiles.max > scores.zero[..., None]) & marked.view(B, 1, T, L).any(-1)
-    found = tiles.where(wanted)
+    found = tiles.above(scores.zero, scores.eligible, within=marked.view(B, T, L).any(-1))
     if not tiles.fits(found.index.numel()):
         return marked
     pixels = host.nonzero(marked)  # the marked pixels' flat positions

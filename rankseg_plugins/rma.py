@@ -171,11 +171,9 @@ def _dinkelbach(
     active_host = torch.ones(active.shape, dtype=torch.bool)
     scratch = Scratch(dtype, probs.device)
     tiles, universe = stats.tiles, None  # universe: the tiles above theta(lo), where every later step looks
+    chosen = None if tiles is None else tiles.above(_threshold(q, gamma, dtype), active)  # a step's tiles
     for step in range(_MAX_STEPS):
         theta = _threshold(q, gamma, dtype)
-        chosen = None
-        if tiles is not None:
-            chosen = tiles.above(theta, active) if universe is None else universe.take(universe.above(theta, active))
         tau, S = count_sum_above(chunks(probs, tiles, chosen, active_host, scratch), theta, scratch)
         den = beta + tau - gamma * S
         r = torch.where(den > 0, (S + alpha) / den.clamp_min(1e-300), torch.zeros_like(den))
@@ -197,8 +195,14 @@ def _dinkelbach(
             q = lo
             continue
         floor = _threshold(lo, gamma, dtype)
-        universe = tiles.above(floor, active) if universe is None else universe.narrow(universe.above(floor, active))
-        q = _next_point(tiles, universe, lo, hi, active & (prev < 0), gamma, dtype, first=step == 0)
+        if universe is None:
+            universe = tiles.above(floor, active)
+            at_floor = torch.ones(universe.index.shape, dtype=torch.bool, device=beta.device)
+        else:
+            at_floor = universe.above(floor, active)
+        q, at_q = _next_point(tiles, universe, at_floor, lo, hi, active & (prev < 0), gamma, dtype, first=step == 0)
+        chosen = universe.take(at_q)
+        universe = universe.narrow(at_floor)
     else:  # not reached on any input seen; the last lower bound's mask is a near-optimal superset
         out_theta, out_tau, out_S = (torch.where(active, new, old) for new, old in
                                      ((theta, out_theta), (tau, out_tau), (S, out_S)))
@@ -211,20 +215,22 @@ def _threshold(lam: torch.Tensor, gamma: float, dtype: torch.dtype) -> torch.Ten
 
 
 def _next_point(
-    tiles: Tiles, universe: TileSet, lo: torch.Tensor, hi: torch.Tensor, probing: torch.Tensor, gamma: float,
-    dtype: torch.dtype, first: bool,
-) -> torch.Tensor:
-    """``lo`` (Dinkelbach's step), or, for the ``probing`` pairs (no mask known to contain the optimum yet), the
-    bracket's geometric middle where ``lo`` would gather more than twice as many tiles (after the first step, whose
-    ``lo`` from ``{p > 1/2}`` may be far below, always) as long as the middle's tiles can be gathered at all."""
+    tiles: Tiles, universe: TileSet, at_floor: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, probing: torch.Tensor,
+    gamma: float, dtype: torch.dtype, first: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The next point: ``lo`` (Dinkelbach's step), or, for the ``probing`` pairs (no mask known to contain the
+    optimum yet), the bracket's geometric middle where ``lo`` would gather more than twice as many tiles (after the
+    first step, whose ``lo`` from ``{p > 1/2}`` may be far below, always) as long as the middle's tiles can be
+    gathered at all; and which tiles of the ``universe`` lie above it (``at_floor``: those above ``theta(lo)``)."""
     if not bool(probing.any()):
-        return lo
+        return lo, at_floor
     mid = torch.maximum(torch.where(lo > 0, (lo * hi).sqrt(), hi / 2), lo)
-    at_mid = universe.count(_threshold(mid, gamma, dtype), probing)
-    if not tiles.fits(int(at_mid.sum())):
-        return lo
-    wide = first | (universe.count(_threshold(lo, gamma, dtype), probing) > 2 * at_mid + 8)
-    return torch.where(probing & wide, mid, lo)
+    at_mid = universe.above(_threshold(mid, gamma, dtype), probing)
+    n_mid = universe.count(at_mid, lo.shape)
+    if not tiles.fits(int(n_mid.sum())):
+        return lo, at_floor
+    middle = probing & (first | (universe.count(at_floor, lo.shape) > 2 * n_mid + 8))
+    return torch.where(middle, mid, lo), torch.where(middle.flatten().index_select(0, universe.pair), at_mid, at_floor)
 
 
 def _dice_smooth_band(

@@ -8,13 +8,15 @@ into a compact ``(N, L)`` tensor and run on that instead of on the whole batch.
 
 Tiles exist when the input is contiguous and ``L`` (32, 16 or 8) divides the pixels per image; otherwise (other
 memory layouts, odd sizes) every pass walks the whole batch, with the same results. The maxima come from the
-statistics pass (:func:`rankseg_plugins.validation.probability_stats`) at the cost of a max-reduction.
+statistics pass (:func:`rankseg_plugins.validation.probability_stats`) at the cost of a max-reduction. Runs of ``G``
+consecutive tiles of a class (up to 32) form groups with their own maxima, so a search for the tiles above a threshold
+looks at the tiles of the groups above it only (on a CPU, a search is as slow per flag as a pass is per pixel).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import torch
@@ -22,6 +24,7 @@ import torch
 from . import host, threads
 
 TILE_LENGTHS = (32, 16, 8)
+GROUP_LENGTHS = (32, 16, 8, 4, 2, 1)
 COMPACT_FRACTION = 0.4  # gather tiles only when they hold at most this fraction of the input
 
 
@@ -51,7 +54,7 @@ class TileSet(NamedTuple):
 
         def part(s: slice) -> None:
             pair = self.pair[s]
-            torch.gt(self.max[s], limit[pair], out=out[s]).logical_and_(wanted[pair])
+            torch.gt(self.max[s], limit.index_select(0, pair), out=out[s]).logical_and_(wanted.index_select(0, pair))
 
         n = self.max.numel()
         threads.map_parts(part, threads.pieces(n, n), n)
@@ -66,19 +69,23 @@ class TileSet(NamedTuple):
         """:meth:`take`, once the tiles kept are at most half (copying fewer saves little)."""
         return self if 2 * int(keep.sum()) > keep.numel() else self.take(keep)
 
-    def count(self, threshold: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
-        """``(B, C)`` number of tiles of each pair above ``threshold``."""
-        n = torch.zeros(threshold.numel(), dtype=torch.int64, device=threshold.device)
-        return n.index_add_(0, self.pair, self.above(threshold, pairs).long()).view(threshold.shape)
+    def count(self, keep: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        """Number of tiles where ``keep`` ``(N,)`` holds, per pair (``shape``: the pairs' ``(B, C)``)."""
+        n = torch.zeros(math.prod(shape), dtype=torch.int64, device=keep.device)
+        return n.index_add_(0, self.pair, keep.long()).view(shape)
 
 
 class Tiles:
-    """``probs`` ``(B, C, *spatial)`` seen as ``(B, C, T, L)`` runs of ``L`` pixels, and their maxima ``(B, C, T)``."""
+    """``probs`` ``(B, C, *spatial)`` seen as ``(B, C, T, L)`` runs of ``L`` pixels, their maxima ``(B, C, T)`` (filled by
+    the statistics pass, then :meth:`seal`), and the maxima of groups of ``G`` consecutive tiles ``(B * C, T / G)``."""
 
     def __init__(self, view: torch.Tensor) -> None:
         self.view = view
         self.max = torch.empty(view.shape[:3], dtype=torch.float64 if view.dtype == torch.float64 else torch.float32,
                                device=view.device)
+        T = view.shape[2]
+        self.group = next(G for G in GROUP_LENGTHS if T % G == 0)
+        self.group_max: torch.Tensor | None = None  # set by seal()
 
     @classmethod
     def of(cls, probs: torch.Tensor) -> Tiles | None:
@@ -91,27 +98,38 @@ class Tiles:
                 return cls(probs.view(*probs.shape[:2], d // L, L))
         return None
 
-    def where(self, wanted: torch.Tensor) -> TileSet:
-        """The tiles where ``wanted`` ``(B, C, T)`` holds."""
-        return self._tiles(lambda s: wanted.view(-1, wanted.shape[2])[s])
+    def seal(self) -> torch.Tensor:
+        """Once :attr:`max` is filled: the groups' maxima, and each pair's maximum ``(B, C)``."""
+        B, C, T = self.max.shape
+        self.group_max = self.max.view(B * C, T // self.group, self.group).amax(-1)
+        return self.group_max.amax(-1).view(B, C)
 
-    def above(self, threshold: torch.Tensor, pairs: torch.Tensor) -> TileSet:
-        """The tiles of the ``pairs`` ``(B, C)`` bool whose maximum exceeds ``threshold`` ``(B, C)``."""
-        limit, wanted = threshold.flatten().to(self.max.dtype), pairs.flatten()
-        rows = self.max.view(-1, self.max.shape[2])
-        return self._tiles(lambda s: (rows[s] > limit[s, None]) & wanted[s, None])
+    def above(self, threshold: torch.Tensor, pairs: torch.Tensor, within: torch.Tensor | None = None) -> TileSet:
+        """The tiles of the ``pairs`` ``(B, C)`` bool whose maximum exceeds ``threshold`` ``(B, C)`` (and, with
+        ``within`` ``(B, T)`` bool, at the image's tiles where it holds), found in the groups above the threshold."""
+        C = self.max.shape[1]
+        G, per_pair = self.group, self.group_max.shape[1]
+        shift = G.bit_length() - 1  # G is a power of two
+        limit = threshold.flatten().to(self.max.dtype)
+        groups = host.nonzero((self.group_max > limit[:, None]) & pairs.flatten()[:, None])
+        rows = self.max.view(-1, G)
 
-    def _tiles(self, wanted: Callable[[slice], torch.Tensor]) -> TileSet:
-        """The tiles where ``wanted(pairs)`` ``(pairs, T)`` bool holds, its pairs' parts shared out."""
-        T = self.max.shape[2]
+        def part(s: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            """(flat tile, pair, maximum) of the tiles above in the groups numbered ``s``."""
+            g = groups[s]
+            pair = g // per_pair
+            top = rows.index_select(0, g)
+            keep = top > limit.index_select(0, pair)[:, None]
+            if within is not None:
+                keep &= within.view(-1, G).index_select(0, (pair // C) * per_pair + (g - pair * per_pair))
+            found = host.nonzero(keep)
+            row = found >> shift
+            return ((g.index_select(0, row) << shift) | (found & (G - 1)), pair.index_select(0, row),
+                    top.view(-1).index_select(0, found))
 
-        def index(s: slice) -> torch.Tensor:
-            return host.nonzero(wanted(s)) + s.start * T
-
-        pairs = self.max.shape[0] * self.max.shape[1]
-        parts = threads.map_parts(index, threads.pieces(pairs, self.max.numel()), self.max.numel())
-        index = parts[0] if len(parts) == 1 else torch.cat(parts)
-        return TileSet(index, index // T, select_rows(self.max.view(-1), index))
+        n = groups.numel() * G
+        parts = threads.map_parts(part, threads.pieces(groups.numel(), n), n)
+        return TileSet(*(parts[0][i] if len(parts) == 1 else torch.cat([p[i] for p in parts]) for i in range(3)))
 
     def fits(self, n: int) -> bool:
         """Whether ``n`` tiles hold at most ``COMPACT_FRACTION`` of the input (else a pass over everything is as

@@ -92,7 +92,7 @@ def probability_stats(probs: torch.Tensor, multiclass: bool) -> Stats:
                 pmax[b] = torch.maximum(pmax[b], peak.double())
             pmin = torch.minimum(pmin, low.double())
         if tiles is not None:
-            pmax = tiles.max.amax(-1).double()
+            pmax = tiles.seal().double()
         summary = host.to_host(torch.stack([mu.sum(), pmin, pmax.max()]))
     total, lo, hi = summary.tolist()
     if not (math.isfinite(total) and math.isfinite(lo) and math.isfinite(hi)):
