@@ -40,15 +40,18 @@ UNCLAIMED, CONTESTED = -1, -2  # marks in the label map between the steps
 
 
 def assign(
-    probs: torch.Tensor, theta: torch.Tensor, stats: Stats, opts: Options, argmax: torch.Tensor | None = None
+    probs: torch.Tensor, theta: torch.Tensor, stats: Stats, opts: Options, argmax: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Labels ``(B, *spatial)`` int64 from ``probs`` ``(B, C, *spatial)`` and per-class thresholds ``theta`` ``(B, C)``
-    (compute dtype, ``inf`` for empty decisions). Classes flagged in ``argmax`` ``(C,)`` (a plan's decision) claim
-    the pixels where they are the argmax class instead."""
+    """Labels ``(B, *spatial)`` int64 (in ``labels``, a contiguous tensor of that shape, when given) from ``probs``
+    ``(B, C, *spatial)`` and per-class thresholds ``theta`` ``(B, C)`` (compute dtype, ``inf`` for empty decisions).
+    Classes flagged in ``argmax`` ``(C,)`` (a plan's decision) claim the pixels where they are the argmax class
+    instead."""
     B, C = theta.shape
     K = C + 1
     eligible = torch.isfinite(theta)
-    out = torch.zeros((B, probs[0, 0].numel()), dtype=torch.int64, device=probs.device)
+    d = probs[0, 0].numel()
+    out = torch.zeros((B, d), dtype=torch.int64, device=probs.device) if labels is None else labels.view(B, d).zero_()
     by_argmax = argmax is not None and bool(argmax.any())
     if by_argmax:
         eligible = eligible | _argmax_claims(probs, argmax, out)
@@ -107,7 +110,7 @@ def _code_to_labels(code: torch.Tensor, K: int) -> None:
         count = part % K
         part.div_(K, rounding_mode="floor").masked_fill_(count == 0, UNCLAIMED).masked_fill_(count > 1, CONTESTED)
 
-    threads.map_parts(convert, code.view(-1).split(blocks.BLOCK_ELEMENTS // 8), code.numel())
+    threads.map_parts(convert, code.view(-1).split(threads.share(blocks.BLOCK_ELEMENTS // 8)), code.numel())
 
 
 def _claims_blocks(probs: torch.Tensor, theta: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,7 +157,7 @@ def _claims_tiles(
     weights = 1.0 + K * torch.arange(C, dtype=dtype, device=out.device)
     flat = theta.flatten()
     scratch = Scratch(dtype, out.device)
-    quarter = blocks.BLOCK_ELEMENTS // 4  # a quarter block of scratch: the label map is held too
+    quarter = threads.share(blocks.BLOCK_ELEMENTS // 4)  # a quarter block of scratch: the label map is held too
     for values, pair, tile in tiles.gather_parts(claiming, quarter):
         w = scratch.take(values.shape)
         torch.gt(values, flat[pair][:, None], out=w)
@@ -225,7 +228,7 @@ def _resolve_positive(tiles: Tiles, scores: _Scores, marked: torch.Tensor, out: 
         return number.index_select(0, position).long(), (pair % C).int(), score
 
     n = found.index.numel()
-    cut = threads.pieces(n, n * L, most=max(1, blocks.BLOCK_ELEMENTS // (8 * L)))
+    cut = threads.pieces(n, n * L, most=max(1, threads.share(blocks.BLOCK_ELEMENTS // (8 * L))))
     parts = threads.map_parts(entries, cut, n * L)
     best = torch.full(pixels.shape, -torch.inf, dtype=scores.dtype, device=out.device)
     for where, _, score in parts:
@@ -248,8 +251,8 @@ def _resolve_gathered(probs: torch.Tensor, scores: _Scores, marked: torch.Tensor
     maximum over the classes wins."""
     B, C = scores.c0.shape
     eligible = host.to_host(scores.eligible)
-    n = max(1, blocks.BLOCK_ELEMENTS // (4 * C))
-    span = max(n, blocks.BLOCK_ELEMENTS // 8)
+    n = threads.share(blocks.BLOCK_ELEMENTS // (4 * C))
+    span = max(n, threads.share(blocks.BLOCK_ELEMENTS // 8))
     for b in range(B):
         pixels = probs[b].reshape(C, -1)  # a view for contiguous and channels-last input
         classes = eligible[b].nonzero().flatten().to(probs.device)

@@ -94,33 +94,45 @@ def decode(probs: torch.Tensor, opts: Options, plan: Plan | None = None) -> torc
         check_tensor(probs)
         if plan is not None:
             plan.check_input(probs.shape[1])
-        batched = threads.per_image(lambda b: _decode(probs[b], opts, plan), probs)
+        masks = opts.output_mode == "multilabel" and opts.regions is None
+        shape = probs.shape if masks else probs.shape[:1] + probs.shape[2:]
+
+        def result() -> torch.Tensor:
+            return torch.empty(shape, dtype=torch.bool if masks else torch.int64, device=probs.device)
+
+        batched = threads.per_image(lambda b, out: _decode(probs[b], opts, plan, out), probs, result)
         if batched is not None:
             return batched
         with threads.decoding(probs.device):
             return _decode(probs, opts, plan)
 
 
-def _decode(probs: torch.Tensor, opts: Options, plan: Plan | None) -> torch.Tensor:
+def _decode(probs: torch.Tensor, opts: Options, plan: Plan | None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The decode of ``probs``, written into ``out`` when given (a batch's output slice, so that a batch shared out
+    image by image is never concatenated)."""
     if opts.regions is not None:
-        return _decode_regions(probs, opts, plan)
+        return _into(out, _decode_regions(probs, opts, plan))
     multiclass = opts.output_mode == "multiclass"
     stats = probability_stats(probs, multiclass)
     if opts.metric == "acc":
         if multiclass and probs.shape[1] > 1:
-            return probs.argmax(dim=1)
+            return _into(out, probs.argmax(dim=1))
         masks = probs > 0.5
-        return masks[:, 0].long() if multiclass else masks
+        return _into(out, masks[:, 0].long() if multiclass else masks)
     argmax = None
     if plan is None:
         theta = decide(probs, stats, opts)
     else:
         theta, argmax = decide_plan(probs, stats, plan, softmax_classes=multiclass and probs.shape[1] > 1)
     if not multiclass:
-        return probs > _lift(theta, probs.ndim)
+        return _into(out, probs > _lift(theta, probs.ndim))
     if probs.shape[1] == 1:
-        return (probs > _lift(theta, probs.ndim))[:, 0].long()
-    return assign(probs, theta, stats, opts, argmax)
+        return _into(out, (probs > _lift(theta, probs.ndim))[:, 0].long())
+    return assign(probs, theta, stats, opts, argmax, out)
+
+
+def _into(out: torch.Tensor | None, result: torch.Tensor) -> torch.Tensor:
+    return result if out is None else out.copy_(result)
 
 
 def _decode_regions(probs: torch.Tensor, opts: Options, plan: Plan | None) -> torch.Tensor:

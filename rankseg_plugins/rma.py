@@ -88,7 +88,7 @@ def chunks(
     ``chosen`` tiles gathered a quarter block at a time when they :meth:`~Tiles.fits`, else as blocks of the batch
     (on the CPU an image's active classes are gathered once they are few)."""
     if tiles is not None and chosen is not None and tiles.fits(chosen.index.numel()):
-        for values, pair, _ in tiles.gather_parts(chosen, blocks.BLOCK_ELEMENTS // 4):
+        for values, pair, _ in tiles.gather_parts(chosen, threads.share(blocks.BLOCK_ELEMENTS // 4)):
             yield values, pair
         return
     yield from _block_chunks(probs, active, scratch)
@@ -134,7 +134,7 @@ def count_sum_above(
 
         length = values.shape[0 if by_row else 1]
         cut = threads.pieces(length, values.numel(),
-                             most=max(1, length * (blocks.BLOCK_ELEMENTS // 4) // max(values.numel(), 1)))
+                             most=max(1, length * threads.share(blocks.BLOCK_ELEMENTS // 4) // max(values.numel(), 1)))
         for part, (n, total) in zip(cut, threads.map_parts(count_sum, cut, values.numel())):
             tau.index_add_(0, pair[part] if by_row else pair, n)
             S.index_add_(0, pair[part] if by_row else pair, total)

@@ -30,7 +30,8 @@ T, R = TypeVar("T"), TypeVar("R")
 LARGE = 1 << 20  # elements from which sharing out a pass pays for handing its parts to other threads
 PARTS_PER_THREAD = 4  # parts a big pass is cut into per thread, so a slowed thread hands its share to the others
 
-_state = threading.local()  # .threads: the decode's thread count; .pool: its pool, made on first use
+_state = threading.local()  # .threads: the decode's thread count; .pool: its pool, made on first use;
+# .images: images decoded side by side (in a pool thread of per_image)
 
 
 @contextlib.contextmanager
@@ -69,6 +70,12 @@ def count() -> int:
     return getattr(_state, "threads", 0) if _pool() is not None else 1
 
 
+def share(elements: int) -> int:
+    """A part's bound on scratch of ``elements``, divided among the images decoded side by side (:func:`per_image`),
+    so that they take no more memory together than one decode."""
+    return max(1, elements // getattr(_state, "images", 1))
+
+
 def map_parts(fn: Callable[[T], R], parts: Sequence[T], elements: int) -> list[R]:
     """``[fn(part) for part in parts]``, in order; on the decode's pool when there are several parts touching at
     least ``LARGE`` elements in all. ``fn`` may write only what no other part touches."""
@@ -86,9 +93,12 @@ def pieces(n: int, elements: int, most: int | None = None) -> list[slice]:
     return [slice(i, min(i + step, n)) for i in range(0, n, step)] or [slice(0, 0)]
 
 
-def per_image(decode: Callable[[slice], torch.Tensor], probs: torch.Tensor) -> torch.Tensor | None:
-    """``decode`` of every image ``probs[b : b + 1]``, concatenated, the images shared out on the pool; ``None``
-    (decode the batch as usual) on a GPU, for one image, one thread, small images or a one-dim spatial shape."""
+def per_image(
+    decode: Callable[[slice, torch.Tensor], object], probs: torch.Tensor, result: Callable[[], torch.Tensor]
+) -> torch.Tensor | None:
+    """``result()`` (the batch's output, made once) with ``decode(images, out)`` writing the output of every image
+    ``probs[b : b + 1]`` into ``out``, its slice of it, the images shared out on the pool; ``None`` (decode the batch
+    as usual) on a GPU, for one image, one thread, small images or a one-dim spatial shape."""
     B = probs.shape[0]
     if probs.device.type != "cpu" or B < 2 or torch.get_num_threads() < 2 or probs[0].numel() < LARGE \
             or probs.ndim < 4:
@@ -96,9 +106,12 @@ def per_image(decode: Callable[[slice], torch.Tensor], probs: torch.Tensor) -> t
     with decoding(probs.device):
         pool = _pool()
         assert pool is not None
+        out = result()
+        n = min(B, count())
 
-        def one(b: int) -> torch.Tensor:
-            _state.threads = 1  # this pool thread decodes alone: no nested sharing
-            return decode(slice(b, b + 1))
+        def one(b: int) -> None:
+            _state.threads, _state.images = 1, n  # this pool thread decodes alone: no nested sharing
+            decode(slice(b, b + 1), out[b : b + 1])
 
-        return torch.cat(list(pool.map(one, range(B))))
+        list(pool.map(one, range(B)))
+        return out
