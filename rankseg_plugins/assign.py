@@ -58,13 +58,15 @@ def assign(
     tiles = stats.tiles
     claiming = None if tiles is None else tiles.above(theta, torch.isfinite(theta))
     if claiming is None or not tiles.fits(claiming.index.numel()):
+        code = out
         m, t = _claims_blocks(probs, theta, out)
     else:
-        m, t = _claims_tiles(tiles, claiming, theta, out)
+        code, m, t = _claims_tiles(tiles, claiming, theta, out)
     del claiming  # its index may be large: one entry per tile
     if by_argmax:
-        _argmax_alone(probs, argmax, out, m, t)
-    _code_to_labels(out, K)
+        _argmax_alone(probs, argmax, code, m, t)
+    _code_to_labels(code, K, out)
+    del code
     marked = out < 0
     unclaimed = out == UNCLAIMED if opts.unassigned == "void" else None
     scores = _Scores(opts, eligible, stats.mu, m, t, theta.dtype)
@@ -102,15 +104,19 @@ def _argmax_alone(probs: torch.Tensor, argmax: torch.Tensor, code: torch.Tensor,
         m[b] += torch.bincount(owner[alone], weights=best[alone], minlength=C)
 
 
-def _code_to_labels(code: torch.Tensor, K: int) -> None:
-    """In place: a single claim's class, ``UNCLAIMED`` or ``CONTESTED``, in parts of an eighth of a block (an int64
-    temporary each)."""
+def _code_to_labels(code: torch.Tensor, K: int, out: torch.Tensor) -> None:
+    """``out`` (int64, shaped like ``code``, which may be ``out`` itself): a single claim's class, ``UNCLAIMED`` or
+    ``CONTESTED``, from the claims' ``code`` (exact integers, float or int64), in parts of an eighth of a block."""
+    flat_code, flat_out = code.view(-1), out.view(-1)
 
-    def convert(part: torch.Tensor) -> None:
-        count = part % K
-        part.div_(K, rounding_mode="floor").masked_fill_(count == 0, UNCLAIMED).masked_fill_(count > 1, CONTESTED)
+    def convert(s: slice) -> None:
+        part = flat_code[s]
+        count = torch.fmod(part, K)  # exact for floats too
+        label = (part - count).div_(K) if part.is_floating_point() else part.div(K, rounding_mode="floor")
+        flat_out[s].copy_(label.masked_fill_(count == 0, UNCLAIMED).masked_fill_(count > 1, CONTESTED))
 
-    threads.map_parts(convert, code.view(-1).split(threads.share(blocks.BLOCK_ELEMENTS // 8)), code.numel())
+    n = code.numel()
+    threads.map_parts(convert, threads.pieces(n, n, most=threads.share(blocks.BLOCK_ELEMENTS // 8)), n)
 
 
 def _claims_blocks(probs: torch.Tensor, theta: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,9 +152,10 @@ def _claims_blocks(probs: torch.Tensor, theta: torch.Tensor, out: torch.Tensor) 
 
 def _claims_tiles(
     tiles: Tiles, claiming: TileSet, theta: torch.Tensor, out: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`_claims_blocks` from the tiles where some class claims pixels (every claim lies in them), gathered a
-    quarter block at a time, twice (so they never take more memory than that)."""
+    quarter block at a time, twice (so they never take more memory than that); the code (float, exact integers) is
+    returned, ``out`` is left as it was."""
     B, C = theta.shape
     K = C + 1
     L = tiles.view.shape[3]
@@ -162,7 +169,7 @@ def _claims_tiles(
         w = scratch.take(values.shape)
         torch.gt(values, flat[pair][:, None], out=w)
         code.index_add_(0, tile, w.mul_(weights[pair % C][:, None]))
-    alone = code % K == 1
+    alone = torch.fmod(code, K) == 1
     m = torch.zeros(B * C, dtype=torch.float64, device=out.device)
     t = torch.zeros_like(m)
     for values, pair, tile in tiles.gather_parts(claiming, quarter):
@@ -171,8 +178,7 @@ def _claims_tiles(
         w.mul_(alone.index_select(0, tile))
         t.index_add_(0, pair, w.sum(1).double())
         m.index_add_(0, pair, w.mul_(values).sum(1).double())
-    out.copy_(code.view(out.shape))
-    return m.view(B, C), t.view(B, C)
+    return code.view(out.shape), m.view(B, C), t.view(B, C)
 
 
 class _Scores:

@@ -26,6 +26,7 @@ from . import host, threads
 TILE_LENGTHS = (32, 16, 8)
 GROUP_LENGTHS = (32, 16, 8, 4, 2, 1)
 COMPACT_FRACTION = 0.4  # gather tiles only when they hold at most this fraction of the input
+SEARCH_COST = 8  # a flag searched (compared, then found by nonzero) costs about what 8 elements of a pass do
 
 
 class Rows(NamedTuple):
@@ -127,8 +128,8 @@ class Tiles:
             return ((g.index_select(0, row) << shift) | (found & (G - 1)), pair.index_select(0, row),
                     top.view(-1).index_select(0, found))
 
-        n = groups.numel() * G
-        parts = threads.map_parts(part, threads.pieces(groups.numel(), n), n)
+        work = SEARCH_COST * groups.numel() * G
+        parts = threads.map_parts(part, threads.pieces(groups.numel(), work), work)
         return TileSet(*(parts[0][i] if len(parts) == 1 else torch.cat([p[i] for p in parts]) for i in range(3)))
 
     def fits(self, n: int) -> bool:
