@@ -167,14 +167,14 @@ def _claims_tiles(
     quarter = threads.share(blocks.BLOCK_ELEMENTS // 4)  # a quarter block of scratch: the label map is held too
     for values, pair, tile in tiles.gather_parts(claiming, quarter):
         w = scratch.take(values.shape)
-        torch.gt(values, flat[pair][:, None], out=w)
-        code.index_add_(0, tile, w.mul_(weights[pair % C][:, None]))
-    alone = torch.fmod(code, K) == 1
+        torch.gt(values, flat.index_select(0, pair)[:, None], out=w)
+        code.index_add_(0, tile, w.mul_(weights.index_select(0, pair % C)[:, None]))
+    alone = (torch.fmod(code, K) == 1).to(dtype)
     m = torch.zeros(B * C, dtype=torch.float64, device=out.device)
     t = torch.zeros_like(m)
     for values, pair, tile in tiles.gather_parts(claiming, quarter):
         w = scratch.take(values.shape)
-        torch.gt(values, flat[pair][:, None], out=w)
+        torch.gt(values, flat.index_select(0, pair)[:, None], out=w)
         w.mul_(alone.index_select(0, tile))
         t.index_add_(0, pair, w.sum(1).double())
         m.index_add_(0, pair, w.mul_(values).sum(1).double())
@@ -244,9 +244,10 @@ def _resolve_positive(tiles: Tiles, scores: _Scores, marked: torch.Tensor, out: 
         where, label, score = parts.pop()
         winner.scatter_reduce_(0, where, torch.where(score == best.index_select(0, where), label, C), "amin")
     resolved = winner < C
-    out.view(-1)[pixels[resolved]] = winner[resolved].long()
+    flat = out.view(-1)
+    flat.index_copy_(0, pixels, torch.where(resolved, winner.long(), flat.index_select(0, pixels)))
     rest = torch.zeros_like(marked)
-    rest.view(-1)[pixels[~resolved]] = True
+    rest.view(-1).index_copy_(0, pixels, ~resolved)
     return rest
 
 
