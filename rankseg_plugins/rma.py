@@ -194,6 +194,7 @@ def _dinkelbach(
         if tiles is None:
             q = lo
             continue
+        chosen = None  # used: freed before the next step's tiles are found
         floor = _threshold(lo, gamma, dtype)
         if universe is None:
             universe = tiles.above(floor, active)
@@ -201,8 +202,8 @@ def _dinkelbach(
         else:
             at_floor = universe.above(floor, active)
         q, at_q = _next_point(tiles, universe, at_floor, lo, hi, active & (prev < 0), gamma, dtype, first=step == 0)
+        universe, at_q = universe.narrow(at_floor, at_q)  # at_q lies inside at_floor
         chosen = universe.take(at_q)
-        universe = universe.narrow(at_floor)
     else:  # not reached on any input seen; the last lower bound's mask is a near-optimal superset
         out_theta, out_tau, out_S = (torch.where(active, new, old) for new, old in
                                      ((theta, out_theta), (tau, out_tau), (S, out_S)))

@@ -63,12 +63,18 @@ class TileSet(NamedTuple):
 
     def take(self, keep: torch.Tensor) -> TileSet:
         """The tiles where ``keep`` ``(N,)`` holds."""
-        idx = host.nonzero(keep)
-        return TileSet(*(select_rows(t, idx) for t in self))
+        return self._rows(host.nonzero(keep))
 
-    def narrow(self, keep: torch.Tensor) -> TileSet:
-        """:meth:`take`, once the tiles kept are at most half (copying fewer saves little)."""
-        return self if 2 * int(keep.sum()) > keep.numel() else self.take(keep)
+    def narrow(self, keep: torch.Tensor, mask: torch.Tensor) -> tuple[TileSet, torch.Tensor]:
+        """:meth:`take` of ``keep``, once the tiles kept are at most half (copying fewer saves little), with ``mask``
+        ``(N,)`` bool over these tiles, kept alike."""
+        if 2 * int(keep.sum()) > keep.numel():
+            return self, mask
+        idx = host.nonzero(keep)
+        return self._rows(idx), mask.index_select(0, idx)
+
+    def _rows(self, idx: torch.Tensor) -> TileSet:
+        return TileSet(*(select_rows(t, idx) for t in self))
 
     def count(self, keep: torch.Tensor, shape: torch.Size) -> torch.Tensor:
         """Number of tiles where ``keep`` ``(N,)`` holds, per pair (``shape``: the pairs' ``(B, C)``)."""
